@@ -1,0 +1,391 @@
+"""
+The Tiny Recursive Model (TRM, arXiv 2510.04871) in one file.
+
+Reading order:
+  TRMConfig        the sizes and switches of the network and of ACT halting
+  Block            one post-norm transformer block (attention or mlp_t variant)
+  TRM.embed        token + puzzle-embedding prefix + positions -> x
+  TRM.recurse      one ACT step: H_cycles x (L_cycles latent updates, one answer update)
+  TRM.forward      the ACT wrapper and the loss head: reset halted rows, recurse, halt, loss
+  TRM.solve        evaluation: run every row for halt_max_steps steps
+
+Names: the paper's answer y is z_H here and its latent z is z_L, the names the reference code and
+its checkpoints use. Parameter names match the reference's state dict (SPEC §6) one to one, so a
+reference checkpoint loads after stripping its key prefix, with no renaming.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import ops
+
+IGNORE_LABEL_ID = -100
+
+
+@dataclass
+class TRMConfig:
+    # sizes read from the dataset (dataset.json)
+    vocab_size: int = 11
+    seq_len: int = 81
+    num_puzzle_identifiers: int = 1
+    # network
+    hidden_size: int = 512
+    num_heads: int = 8
+    expansion: float = 4.0
+    L_layers: int = 2             # blocks in the one reasoning network
+    H_cycles: int = 3             # answer updates per ACT step (only the last one gets gradient)
+    L_cycles: int = 6             # latent updates per answer update
+    puzzle_emb_ndim: int = 512    # width of the learned per-puzzle embedding, 0 = none
+    puzzle_emb_len: int = 16      # prefix positions it occupies; 0 = ceil(puzzle_emb_ndim / hidden_size)
+    pos_encodings: str = "rope"   # 'rope' | 'learned' | 'none'
+    mlp_t: bool = False           # replace attention by an MLP across the sequence (Sudoku recipe)
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    # adaptive computation time (ACT)
+    halt_max_steps: int = 16
+    halt_exploration_prob: float = 0.1
+    no_ACT_continue: bool = True  # True: halt when q_halt > 0; False: q_halt > q_continue, and learn q_continue
+    # loss
+    loss_type: str = "stablemax"  # 'stablemax' | 'softmax'
+    forward_dtype: str = "float32"  # 'float32' (CPU) | 'bfloat16' (CUDA); parameters stay float32
+
+    @property
+    def prefix_len(self):
+        """P: the number of puzzle-embedding positions in front of the tokens."""
+        if self.puzzle_emb_ndim == 0:
+            return 0
+        return self.puzzle_emb_len or -(-self.puzzle_emb_ndim // self.hidden_size)
+
+
+def trunc_normal_(t, std):
+    """Normal init truncated at +-2 standard deviations, rescaled so the result has std `std`
+    exactly (torch's trunc_normal_ keeps the untruncated std, about 12% too small)."""
+    with torch.no_grad():
+        if std == 0:
+            return t.zero_()
+        # std of a unit normal truncated to [-2, 2]: 1 - 2 a phi(a) / (Phi(a) - Phi(-a)), a = 2
+        a = 2.0
+        phi = math.exp(-a * a / 2) / math.sqrt(2 * math.pi)
+        mass = math.erf(a / math.sqrt(2))
+        unit_std = math.sqrt(1 - 2 * a * phi / mass)
+        scale = std / unit_std
+        return nn.init.trunc_normal_(t, 0.0, scale, -a * scale, a * scale)
+
+
+def rms_norm(x, eps):
+    """Scale-free RMS norm, computed in float32 whatever the forward dtype."""
+    x32 = x.float()
+    return (x32 * torch.rsqrt(x32.square().mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+class Linear(nn.Module):
+    """Bias-free linear layer (unless asked) with float32 weights cast to the input dtype."""
+
+    def __init__(self, n_in, n_out, bias=False):
+        super().__init__()
+        self.weight = nn.Parameter(trunc_normal_(torch.empty(n_out, n_in), 1.0 / math.sqrt(n_in)))
+        self.bias = nn.Parameter(torch.zeros(n_out)) if bias else None
+
+    def forward(self, x):
+        bias = self.bias.to(x.dtype) if self.bias is not None else None
+        return F.linear(x, self.weight.to(x.dtype), bias)
+
+
+class Embedding(nn.Module):
+    def __init__(self, n, dim, std):
+        super().__init__()
+        self.embedding_weight = nn.Parameter(trunc_normal_(torch.empty(n, dim), std))
+
+    def forward(self, idx, dtype):
+        return F.embedding(idx, self.embedding_weight.to(dtype))
+
+
+class SwiGLU(nn.Module):
+    """down(silu(gate) * up), the inner width 2/3 * expansion * width rounded up to 256."""
+
+    def __init__(self, width, expansion):
+        super().__init__()
+        inner = -(-round(expansion * width * 2 / 3) // 256) * 256
+        self.gate_up_proj = Linear(width, 2 * inner)  # first half gate, second half up
+        self.down_proj = Linear(inner, width)
+
+    def forward(self, x):
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
+
+
+def rope_tables(head_dim, n_pos, theta):
+    """cos, sin [n_pos, head_dim] for 'rotate half' RoPE (both halves share the frequencies)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    angles = torch.outer(torch.arange(n_pos, dtype=torch.float32), inv_freq)
+    angles = torch.cat((angles, angles), dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x, cos, sin):
+    # x [B, S, heads, head_dim]; cos, sin [S, head_dim]; rotate in float32, return in x's dtype
+    x32 = x.float()
+    x1, x2 = x32.chunk(2, dim=-1)
+    rotated = torch.cat((-x2, x1), dim=-1)
+    return (x32 * cos[:, None] + rotated * sin[:, None]).to(x.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, hidden, n_heads):
+        super().__init__()
+        self.n_heads, self.head_dim = n_heads, hidden // n_heads
+        self.qkv_proj = Linear(hidden, 3 * hidden)  # output columns: q, then k, then v
+        self.o_proj = Linear(hidden, hidden)
+
+    def forward(self, x, rope):
+        B, S, h = x.shape
+        q, k, v = self.qkv_proj(x).view(B, S, 3, self.n_heads, self.head_dim).unbind(2)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        # non-causal: every position sees the whole puzzle
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        return self.o_proj(y.transpose(1, 2).reshape(B, S, h))
+
+
+class Block(nn.Module):
+    """Post-norm block: x = norm(x + mix(x)); x = norm(x + mlp(x)). The token mixer is attention,
+    or (mlp_t) a SwiGLU applied across the sequence axis, its norm over the sequence too."""
+
+    def __init__(self, cfg: TRMConfig):
+        super().__init__()
+        self.eps = cfg.rms_norm_eps
+        if cfg.mlp_t:
+            self.mlp_t = SwiGLU(cfg.prefix_len + cfg.seq_len, cfg.expansion)
+        else:
+            self.self_attn = Attention(cfg.hidden_size, cfg.num_heads)
+        self.mlp = SwiGLU(cfg.hidden_size, cfg.expansion)
+
+    def forward(self, x, rope):
+        if hasattr(self, "mlp_t"):
+            xt = x.transpose(1, 2)  # [B, h, S]
+            x = rms_norm(xt + self.mlp_t(xt), self.eps).transpose(1, 2)
+        else:
+            x = rms_norm(x + self.self_attn(x, rope), self.eps)
+        return rms_norm(x + self.mlp(x), self.eps)
+
+
+class Reasoner(nn.Module):
+    """net(z, injection) = blocks(z + injection): the one network behind both updates."""
+
+    def __init__(self, cfg: TRMConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.L_layers))
+
+    def forward(self, z, injection, rope):
+        z = z + injection
+        for layer in self.layers:
+            z = layer(z, rope)
+        return z
+
+
+class PuzzleEmbedding(nn.Module):
+    """The per-puzzle embedding table [num_puzzle_identifiers, ndim]: a buffer, not a parameter,
+    trained by sign-SGD (optim.SignSGD) on the rows a batch touched. In training the batch's rows
+    are copied into a fresh leaf tensor `local_weights` that receives the gradient; the optimiser
+    reads it together with `local_ids`. Only B rows are touched per step, so a dense Adam over
+    the whole table (up to ~1M rows for ARC) would waste memory and time."""
+
+    def __init__(self, num, ndim):
+        super().__init__()
+        self.weights = nn.Buffer(torch.zeros(num, ndim))
+        self.local_weights = None  # [B, ndim] leaf, set by each training forward
+        self.local_ids = None      # [B] int32
+
+    def forward(self, ids):
+        rows = ops.gather_rows(self.weights, ids)
+        if self.training and torch.is_grad_enabled():
+            rows.requires_grad_()
+            self.local_weights, self.local_ids = rows, ids
+        return rows
+
+
+@dataclass
+class Carry:
+    """Everything ACT keeps between calls: per row, the recursion state, the steps taken, whether
+    it halted, and the batch row it is working on."""
+    z_H: torch.Tensor               # [B, P+L, h] answer state (paper: y)
+    z_L: torch.Tensor               # [B, P+L, h] latent state (paper: z)
+    steps: torch.Tensor             # [B] int32
+    halted: torch.Tensor            # [B] bool
+    current_data: dict = field(default_factory=dict)  # inputs, labels, puzzle_identifiers
+
+    def state_dict(self):
+        return {k: v for k, v in self.__dict__.items()}
+
+
+class TRM(nn.Module):
+    def __init__(self, cfg: TRMConfig):
+        super().__init__()
+        assert cfg.hidden_size % cfg.num_heads == 0, "hidden_size must be a multiple of num_heads"
+        assert cfg.pos_encodings in ("rope", "learned", "none"), f"pos_encodings {cfg.pos_encodings!r}"
+        self.cfg = cfg
+        h, P = cfg.hidden_size, cfg.prefix_len
+        self.P = P
+        self.dtype = getattr(torch, cfg.forward_dtype)
+
+        self.embed_tokens = Embedding(cfg.vocab_size, h, std=1.0 / math.sqrt(h))
+        self.lm_head = Linear(h, cfg.vocab_size)
+        self.q_head = Linear(h, 2, bias=True)  # (q_halt, q_continue) from the first position
+        with torch.no_grad():
+            # start with q_halt ~ sigmoid(-5): no early halting until the answers become right
+            self.q_head.weight.zero_()
+            self.q_head.bias.fill_(-5.0)
+        if cfg.puzzle_emb_ndim > 0:
+            self.puzzle_emb = PuzzleEmbedding(cfg.num_puzzle_identifiers, cfg.puzzle_emb_ndim)
+        if cfg.pos_encodings == "learned":
+            self.embed_pos = Embedding(P + cfg.seq_len, h, std=1.0 / math.sqrt(h))
+        if cfg.pos_encodings == "rope":
+            cos, sin = rope_tables(h // cfg.num_heads, P + cfg.seq_len, cfg.rope_theta)
+            self.rope_cos = nn.Buffer(cos, persistent=False)
+            self.rope_sin = nn.Buffer(sin, persistent=False)
+        self.L_level = Reasoner(cfg)
+        # initial states: random, never trained, saved with the weights
+        self.H_init = nn.Buffer(trunc_normal_(torch.empty(h), 1.0))
+        self.L_init = nn.Buffer(trunc_normal_(torch.empty(h), 1.0))
+
+    # ----------------------------------------------------------------------------------------
+    # the network
+
+    def embed(self, inputs, puzzle_identifiers):
+        """x [B, P+L, h]: puzzle-embedding prefix then token embeddings, positions, * sqrt(h)."""
+        h, P = self.cfg.hidden_size, self.P
+        x = self.embed_tokens(inputs.long(), self.dtype)
+        if self.cfg.puzzle_emb_ndim > 0:
+            pe = self.puzzle_emb(puzzle_identifiers.long()).to(self.dtype)  # [B, ndim]
+            pe = F.pad(pe, (0, P * h - pe.shape[-1]))                     # fill prefix row 0 first
+            x = torch.cat((pe.view(-1, P, h), x), dim=1)
+        if self.cfg.pos_encodings == "learned":
+            # this literal, not 1/sqrt(2) computed, reproduces the reference bit for bit
+            x = 0.707106781 * (x + self.embed_pos.embedding_weight.to(self.dtype))
+        return math.sqrt(h) * x
+
+    def recurse(self, z_H, z_L, x):
+        """One ACT step of deep recursion. Returns the detached new state, the token logits
+        [B, L, V] and (q_halt, q_continue) [B] in float32."""
+        rope = (self.rope_cos, self.rope_sin) if self.cfg.pos_encodings == "rope" else None
+        net = self.L_level
+        # H_cycles-1 improvement cycles without gradient: they only move the state forward ...
+        with torch.no_grad():
+            for _ in range(self.cfg.H_cycles - 1):
+                for _ in range(self.cfg.L_cycles):
+                    z_L = net(z_L, z_H + x, rope)  # latent update sees the answer and the input
+                z_H = net(z_H, z_L, rope)          # answer update sees the latent only
+        # ... and one with gradient, so memory does not grow with the recursion depth
+        for _ in range(self.cfg.L_cycles):
+            z_L = net(z_L, z_H + x, rope)
+        z_H = net(z_H, z_L, rope)
+        logits = self.lm_head(z_H)[:, self.P:]
+        q = self.q_head(z_H[:, 0]).float()
+        return z_H.detach(), z_L.detach(), logits, q[:, 0], q[:, 1]
+
+    # ----------------------------------------------------------------------------------------
+    # ACT wrapper and loss head
+
+    def initial_carry(self, batch):
+        """A carry whose rows are all halted, so the first call loads every row of the batch."""
+        B, L = batch["inputs"].shape
+        dev = batch["inputs"].device
+        z = torch.zeros(B, self.P + L, self.cfg.hidden_size, dtype=self.dtype, device=dev)
+        return Carry(z_H=z, z_L=z.clone(),
+                     steps=torch.zeros(B, dtype=torch.int32, device=dev),
+                     halted=torch.ones(B, dtype=torch.bool, device=dev),
+                     current_data={k: torch.zeros_like(v) for k, v in batch.items()})
+
+    def forward(self, carry: Carry, batch):
+        """One ACT call on a rolling population of puzzles.
+        Returns (new carry, loss, metrics, outputs); the loss is summed over rows (the training
+        loop divides it by the global batch size)."""
+        cfg = self.cfg
+        # 1. halted rows restart from the initial state on the new batch's row; others continue
+        reset = carry.halted
+        z_H = torch.where(reset[:, None, None], self.H_init.to(self.dtype), carry.z_H)
+        z_L = torch.where(reset[:, None, None], self.L_init.to(self.dtype), carry.z_L)
+        steps = torch.where(reset, 0, carry.steps)
+        data = {k: torch.where(reset.view(-1, *[1] * (v.ndim - 1)), batch[k], carry.current_data[k])
+                for k, v in batch.items()}
+
+        # 2. one step of recursion
+        x = self.embed(data["inputs"], data["puzzle_identifiers"])
+        z_H, z_L, logits, q_halt, q_continue = self.recurse(z_H, z_L, x)
+        outputs = {"logits": logits, "q_halt_logits": q_halt, "q_continue_logits": q_continue}
+
+        # 3. halting: always at halt_max_steps; in training also when Q says so
+        with torch.no_grad():
+            steps = steps + 1
+            last = steps >= cfg.halt_max_steps
+            halted = last
+            if self.training and cfg.halt_max_steps > 1:
+                halted = halted | (q_halt > (0 if cfg.no_ACT_continue else q_continue))
+                # exploration: some rows must run at least a random number of steps
+                explore = torch.rand_like(q_halt) < cfg.halt_exploration_prob
+                min_steps = explore * torch.randint_like(steps, 2, cfg.halt_max_steps + 1)
+                halted = halted & (steps >= min_steps)
+                if not cfg.no_ACT_continue:
+                    # Q-learning target for q_continue: the value of the best action one step
+                    # later, from one extra step without gradient (no replay buffer: the batch
+                    # is a large population of parallel episodes)
+                    _, _, _, nq_halt, nq_cont = self.recurse(z_H, z_L, x.detach())
+                    outputs["target_q_continue"] = torch.sigmoid(
+                        torch.where(last, nq_halt, torch.maximum(nq_halt, nq_cont)))
+        new_carry = Carry(z_H, z_L, steps, halted, data)
+        loss, metrics = self.loss_head(new_carry, outputs)
+        return new_carry, loss, metrics, outputs
+
+    def loss_head(self, carry, outputs):
+        labels = carry.current_data["labels"]
+        logits = outputs["logits"]
+        with torch.no_grad():
+            preds = outputs["preds"] = logits.argmax(-1)
+            mask = labels != IGNORE_LABEL_ID
+            count = mask.sum(-1)                          # [B] labelled tokens per row
+            divisor = count.clamp_min(1).unsqueeze(-1)
+            correct = mask & (preds == labels)
+            seq_correct = correct.sum(-1) == count        # a row with nothing to label counts as solved
+            valid = carry.halted & (count > 0)            # metrics: rows that finished this call
+            metrics = {
+                "count": valid.sum(),
+                "accuracy": torch.where(valid, (correct.float() / divisor).sum(-1), 0).sum(),
+                "exact_accuracy": (valid & seq_correct).sum(),
+                "q_halt_accuracy": (valid & ((outputs["q_halt_logits"] >= 0) == seq_correct)).sum(),
+                "steps": torch.where(valid, carry.steps, 0).sum(),
+            }
+        # every row contributes, halted or not: each call is one supervision step
+        lm_loss = (ops.cross_entropy(self.cfg.loss_type, logits, labels) / divisor).sum()
+        q_halt_loss = F.binary_cross_entropy_with_logits(
+            outputs["q_halt_logits"], seq_correct.to(outputs["q_halt_logits"].dtype), reduction="sum")
+        loss = lm_loss + 0.5 * q_halt_loss
+        metrics["lm_loss"] = lm_loss.detach()
+        metrics["q_halt_loss"] = q_halt_loss.detach()
+        if "target_q_continue" in outputs:
+            q_continue_loss = F.binary_cross_entropy_with_logits(
+                outputs["q_continue_logits"], outputs["target_q_continue"], reduction="sum")
+            loss = loss + 0.5 * q_continue_loss
+            metrics["q_continue_loss"] = q_continue_loss.detach()
+        return loss, metrics
+
+    @torch.no_grad()
+    def solve(self, batch, on_step=None):
+        """Evaluation: run the batch from a fresh carry until every row halted (halt_max_steps
+        steps, as halting is never early outside training). Returns the last call's
+        (carry, metrics, outputs); on_step(step, carry, metrics, outputs) sees every call."""
+        carry = self.initial_carry(batch)
+        step = 0
+        while True:
+            carry, _, metrics, outputs = self(carry, batch)
+            step += 1
+            if on_step is not None:
+                on_step(step, carry, metrics, outputs)
+            if bool(carry.halted.all()):
+                return carry, metrics, outputs
+
+    def num_params(self):
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,253 @@
+"""model.py: the recursion, the ACT wrapper and the loss head, on their own and against the
+reference code's own outputs (../shared/golden)."""
+import json
+import os
+
+import pytest
+import torch
+
+from model import TRM, TRMConfig
+
+PREFIXES = ("_orig_mod.model.inner.", "model.inner.")
+
+
+def strip_prefix(sd):
+    out = {}
+    for k, v in sd.items():
+        for p in PREFIXES:
+            if k.startswith(p):
+                k = k[len(p):]
+                break
+        out[k] = v
+    return out
+
+
+def golden_model(golden, name):
+    """model.py built from a golden config, loaded with the reference checkpoint (prefix
+    stripped, nothing renamed; strict, so every key must map one to one)."""
+    with open(os.path.join(golden, f"config_{name}.json")) as f:
+        c = json.load(f)
+    keys = set(TRMConfig.__dataclass_fields__) & set(c)
+    cfg = TRMConfig(**{k: c[k] for k in keys})
+    torch.manual_seed(0)
+    model = TRM(cfg)
+    sd = torch.load(os.path.join(golden, f"ckpt_{name}.pt"), weights_only=False)
+    model.load_state_dict(strip_prefix(sd), strict=True)
+    return model
+
+
+def close(a, b, atol=1e-4, rtol=1e-4):
+    torch.testing.assert_close(a.float(), b.float(), atol=atol, rtol=rtol)
+
+
+def check_metrics(ours, ref):
+    assert set(ours) == set(ref), (set(ours), set(ref))
+    for k, v in ref.items():
+        if v.is_floating_point():
+            torch.testing.assert_close(ours[k].double(), v.double(), rtol=1e-5, atol=1e-6, msg=k)
+        else:
+            assert int(ours[k]) == int(v), k
+
+
+def check_grad(ours, ref, name):
+    err = (ours - ref).abs().max().item()
+    assert err <= 1e-4 * ref.abs().max().item() + 1e-12, f"{name}: max |diff| {err}"
+
+
+@pytest.mark.parametrize("name", ["att_learned", "mlp_none", "arc_rope"])
+def test_eval_matches_reference(golden, name):
+    model = golden_model(golden, name).eval()
+    ref = torch.load(os.path.join(golden, f"eval_{name}.pt"), weights_only=False)
+    batch = ref["batch"]
+    carry = model.initial_carry(batch)
+    with torch.no_grad():
+        for i, r in enumerate(ref["steps"]):
+            carry, loss, metrics, out = model(carry, batch)
+            close(out["logits"], r["logits"])
+            close(out["q_halt_logits"], r["q_halt_logits"])
+            close(out["q_continue_logits"], r["q_continue_logits"])
+            close(carry.z_H[:, 0], r["z_H_pos0"])
+            assert torch.equal(out["preds"], r["preds"]), f"step {i}"
+            torch.testing.assert_close(loss.double(), r["loss"], rtol=1e-5, atol=0)
+            check_metrics(metrics, r["metrics"])
+            assert torch.equal(carry.steps, r["carry_steps"])
+            assert torch.equal(carry.halted, r["carry_halted"])
+            assert bool(carry.halted.all()) == r["all_finish"]
+    assert len(ref["steps"]) == model.cfg.halt_max_steps
+
+
+@pytest.mark.parametrize("name", ["att_learned", "mlp_none"])
+def test_train_step_matches_reference(golden, name):
+    model = golden_model(golden, name).train()
+    ref = torch.load(os.path.join(golden, f"train_{name}.pt"), weights_only=False)
+    batch = ref["batch"]
+    carry, loss, metrics, out = model(model.initial_carry(batch), batch)
+    (loss * ref["backward_scale"]).backward()
+    torch.testing.assert_close(loss.double(), ref["loss"], rtol=1e-5, atol=0)
+    check_metrics(metrics, ref["metrics"])
+    close(out["logits"], ref["outputs"]["logits"])
+    close(out["q_halt_logits"], ref["outputs"]["q_halt_logits"])
+    assert torch.equal(out["preds"], ref["outputs"]["preds"])
+    assert torch.equal(carry.steps, ref["carry_steps"])
+    assert torch.equal(carry.halted, ref["carry_halted"])
+    params = dict(model.named_parameters())
+    ref_grads = strip_prefix(ref["grads"])
+    assert set(ref_grads) == {k for k, p in params.items() if p.grad is not None}
+    for k, g in ref_grads.items():
+        check_grad(params[k].grad, g, k)
+    emb = model.puzzle_emb
+    check_grad(emb.local_weights.grad, ref["puzzle_emb_local_grad"], "puzzle_emb local grad")
+    assert torch.equal(emb.local_ids.int(), ref["puzzle_emb_local_ids"])
+
+
+def tiny_cfg(**kw):
+    base = dict(vocab_size=6, seq_len=16, num_puzzle_identifiers=3, hidden_size=32, num_heads=2,
+                expansion=2.0, L_layers=1, H_cycles=3, L_cycles=2, puzzle_emb_ndim=32,
+                puzzle_emb_len=2, pos_encodings="rope", halt_max_steps=4,
+                halt_exploration_prob=0.0)
+    base.update(kw)
+    return TRMConfig(**base)
+
+
+def tiny_batch(B=4, L=16, vocab=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    inputs = torch.randint(1, vocab, (B, L), generator=g, dtype=torch.int32)
+    labels = torch.randint(1, vocab, (B, L), generator=g, dtype=torch.int32)
+    labels[0, :3] = -100
+    return {"inputs": inputs, "labels": labels,
+            "puzzle_identifiers": torch.randint(0, 3, (B,), generator=g, dtype=torch.int32)}
+
+
+def test_only_last_H_cycle_gets_gradient():
+    torch.manual_seed(0)
+    model = TRM(tiny_cfg(H_cycles=3, L_cycles=2)).train()
+    calls = []
+    model.L_level.register_forward_hook(lambda m, a, out: calls.append(out.requires_grad))
+    batch = tiny_batch()
+    carry, loss, _, _ = model(model.initial_carry(batch), batch)
+    # (H_cycles - 1) * (L_cycles + 1) calls without a graph, then L_cycles + 1 with one
+    assert calls == [False] * 6 + [True] * 3
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+    assert not carry.z_H.requires_grad and not carry.z_L.requires_grad
+
+
+def test_gradient_equals_last_cycle_from_detached_state():
+    """The gradient is that of the last H cycle started from the (detached) state the earlier
+    cycles produced: recompute it by hand and compare."""
+    torch.manual_seed(0)
+    model = TRM(tiny_cfg(H_cycles=2, L_cycles=2, puzzle_emb_ndim=0, pos_encodings="learned")).train()
+    batch = tiny_batch()
+    carry = model.initial_carry(batch)
+    _, loss, _, out = model(carry, batch)
+    loss.backward()
+    ours = model.embed_tokens.embedding_weight.grad.clone()
+    model.zero_grad()
+    net = model.L_level
+    x = model.embed(batch["inputs"], batch["puzzle_identifiers"])
+    z_H = model.H_init.expand_as(x).clone()
+    z_L = model.L_init.expand_as(x).clone()
+    with torch.no_grad():
+        for _ in range(2):
+            z_L = net(z_L, z_H + x, None)
+        z_H = net(z_H, z_L, None)
+    for _ in range(2):
+        z_L = net(z_L, z_H + x, None)
+    z_H = net(z_H, z_L, None)
+    logits = model.lm_head(z_H)
+    torch.testing.assert_close(logits, out["logits"], atol=1e-6, rtol=1e-6)
+    done = model.initial_carry(batch)
+    done.current_data = batch
+    done.steps = torch.ones(4, dtype=torch.int32)
+    q = model.q_head(z_H[:, 0])
+    loss2, _ = model.loss_head(done, {"logits": logits, "q_halt_logits": q[:, 0],
+                                      "q_continue_logits": q[:, 1]})
+    loss2.backward()
+    torch.testing.assert_close(model.embed_tokens.embedding_weight.grad, ours, atol=1e-6, rtol=1e-5)
+
+
+def test_halted_rows_are_reset_and_replaced():
+    torch.manual_seed(0)
+    model = TRM(tiny_cfg()).train()
+    b1, b2 = tiny_batch(seed=1), tiny_batch(seed=2)
+    carry, _, _, _ = model(model.initial_carry(b1), b1)
+    assert torch.equal(carry.current_data["inputs"], b1["inputs"])
+    assert carry.steps.tolist() == [1, 1, 1, 1]
+    # pretend rows 1 and 3 halted: they take b2's rows and restart, rows 0 and 2 continue on b1
+    carry.halted = torch.tensor([False, True, False, True])
+    old_z = carry.z_H.clone()
+    new, _, _, out = model(carry, b2)
+    for r, src in [(0, b1), (1, b2), (2, b1), (3, b2)]:
+        for k in b1:
+            assert torch.equal(new.current_data[k][r], src[k][r]), (r, k)
+    assert new.steps.tolist() == [2, 1, 2, 1]
+    # a reset row computes exactly what a fresh carry computes on it
+    fresh, _, _, out_fresh = model(model.initial_carry(b2), b2)
+    torch.testing.assert_close(out["logits"][[1, 3]], out_fresh["logits"][[1, 3]])
+    assert not torch.allclose(out["logits"][[0, 2]], out_fresh["logits"][[0, 2]])
+    assert torch.equal(carry.z_H, old_z)  # the call did not modify the carry it was given
+
+
+def test_training_halts_on_q_but_evaluation_runs_max_steps():
+    torch.manual_seed(0)
+    model = TRM(tiny_cfg(halt_max_steps=5))
+    with torch.no_grad():
+        model.q_head.bias.fill_(5.0)  # q_halt > 0 everywhere: halt as soon as allowed
+    batch = tiny_batch()
+    model.train()
+    carry, _, _, _ = model(model.initial_carry(batch), batch)
+    assert carry.halted.all() and carry.steps.tolist() == [1] * 4
+    model.eval()
+    seen = []
+    carry, metrics, _ = model.solve(batch, on_step=lambda s, c, m, o: seen.append(c.halted.clone()))
+    assert len(seen) == 5
+    assert not any(h.any() for h in seen[:-1]) and seen[-1].all()
+    assert carry.steps.tolist() == [5] * 4
+    assert int(metrics["count"]) == 4 and int(metrics["steps"]) == 20
+
+
+def test_exploration_delays_halting():
+    torch.manual_seed(0)
+    model = TRM(tiny_cfg(halt_max_steps=6, halt_exploration_prob=1.0)).train()
+    with torch.no_grad():
+        model.q_head.bias.fill_(5.0)
+    batch = tiny_batch(B=64)
+    carry, _, _, _ = model(model.initial_carry(batch), batch)
+    assert not carry.halted.any()  # every row drew a minimum of at least 2 steps
+
+
+@pytest.mark.parametrize("kw", [dict(loss_type="softmax"), dict(no_ACT_continue=False),
+                                 dict(mlp_t=True, pos_encodings="none"),
+                                 dict(puzzle_emb_ndim=0), dict(puzzle_emb_ndim=40, puzzle_emb_len=0)])
+def test_variants_train(kw):
+    """Softmax loss and the Q-continue target (both crash in the reference), mlp_t, no puzzle
+    embedding, and a prefix length derived from the embedding width."""
+    torch.manual_seed(0)
+    model = TRM(tiny_cfg(**kw)).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    batch = tiny_batch()
+    carry = model.initial_carry(batch)
+    for _ in range(3):
+        carry, loss, metrics, out = model(carry, batch)
+        assert torch.isfinite(loss)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    if not kw.get("no_ACT_continue", True):
+        assert "target_q_continue" in out and "q_continue_loss" in metrics
+        assert model.q_head.weight.grad is None  # zero_grad'ed
+    if kw.get("puzzle_emb_ndim") == 40:
+        assert model.P == 2  # ceil(40 / 32)
+    if kw.get("puzzle_emb_ndim") == 0:
+        assert model.P == 0 and not hasattr(model, "puzzle_emb")
+
+
+def test_padding_row_metrics():
+    """A row whose labels are all ignored has loss 0, counts as solved for q_halt, and is left
+    out of the metrics."""
+    torch.manual_seed(0)
+    model = TRM(tiny_cfg(halt_max_steps=1)).eval()
+    batch = tiny_batch()
+    batch["labels"][2] = -100
+    carry, metrics, out = model.solve(batch)
+    assert int(metrics["count"]) == 3
