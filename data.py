@@ -1,0 +1,287 @@
+"""
+Reading and batching puzzle datasets (the on-disk format of SPEC.md section 1, shared with the
+reference implementation, so datasets built by either codebase work with both).
+
+    DIR/{split}/dataset.json                metadata, see Metadata
+    DIR/{split}/{set}__inputs.npy           [N_examples, seq_len] tokens (any integer dtype)
+    DIR/{split}/{set}__labels.npy           [N_examples, seq_len]
+    DIR/{split}/{set}__puzzle_identifiers.npy   [N_puzzles]
+    DIR/{split}/{set}__puzzle_indices.npy   [N_puzzles + 1] first example of each puzzle
+    DIR/{split}/{set}__group_indices.npy    [N_groups + 1] first puzzle of each group
+
+A group is an original puzzle plus its augmented copies, a puzzle is one variant (with its own
+identifier), an example is one input/label pair. Batches are dicts of int32 tensors:
+inputs [B, L], labels [B, L] (ignored positions are -100), puzzle_identifiers [B].
+"""
+import itertools
+import json
+import os
+from dataclasses import dataclass, fields, replace
+from typing import Iterator
+
+import numpy as np
+import torch
+
+IGNORE_LABEL_ID = -100  # label value the loss skips
+
+FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
+# metadata that must be the same in every dataset directory that is read together
+AGREE = ("seq_len", "vocab_size", "pad_id", "ignore_label_id", "blank_identifier_id", "sets",
+         "num_puzzle_identifiers")
+
+
+@dataclass
+class Metadata:
+    pad_id: int                   # input token of padding rows
+    ignore_label_id: int | None   # label token that becomes IGNORE_LABEL_ID in batches (None: no such token)
+    blank_identifier_id: int      # puzzle identifier of padding rows
+    vocab_size: int
+    seq_len: int
+    num_puzzle_identifiers: int   # rows of the puzzle embedding table
+    total_groups: int
+    mean_puzzle_examples: float
+    total_puzzles: int
+    sets: list[str]
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _read_metadata(path: str, split: str) -> Metadata:
+    file = os.path.join(path, split, "dataset.json")
+    if not os.path.isdir(path):
+        raise ValueError(f"dataset directory {path} not found")
+    if not os.path.isfile(file):
+        raise ValueError(f"{file} not found (no '{split}' split in {path}?)")
+    try:
+        with open(file) as f:
+            raw = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{file}: not valid JSON ({e})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{file}: expected a JSON object")
+    values = {}
+    for field in fields(Metadata):
+        key = field.name
+        if key not in raw:
+            raise ValueError(f"{file}: missing key '{key}'")
+        v = raw[key]
+        if key == "sets":
+            ok = isinstance(v, list) and all(isinstance(s, str) for s in v)
+        elif key == "mean_puzzle_examples":
+            ok = _is_int(v) or isinstance(v, float)
+            v = float(v) if ok else v
+        elif key == "ignore_label_id":
+            ok = v is None or _is_int(v)
+        else:
+            ok = _is_int(v)
+        if not ok:
+            raise ValueError(f"{file}: bad value {v!r} for key '{key}'")
+        values[key] = v
+    return Metadata(**values)  # unknown keys are ignored
+
+
+def load_metadata(paths: str | list[str], split: str) -> Metadata:
+    """Metadata of one dataset directory, or of several read together (merged like the reference:
+    the format must agree, sizes add up, mean_puzzle_examples is weighted by total_puzzles)."""
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    if not paths:
+        raise ValueError("no dataset directory given")
+    metas = [_read_metadata(p, split) for p in paths]
+    first = metas[0]
+    for path, m in zip(paths[1:], metas[1:]):
+        for key in AGREE:
+            if getattr(m, key) != getattr(first, key):
+                raise ValueError(f"datasets {paths[0]} and {path} ({split}) disagree on '{key}': "
+                                 f"{getattr(first, key)!r} vs {getattr(m, key)!r}")
+    total_puzzles = sum(m.total_puzzles for m in metas)
+    mean = sum(m.mean_puzzle_examples * m.total_puzzles for m in metas)
+    # Identifiers add up although every directory keeps its own ids (see PuzzleDataset): the
+    # reference sizes its embedding table this way, and checkpoints must keep their shapes.
+    return replace(first,
+                   num_puzzle_identifiers=sum(m.num_puzzle_identifiers for m in metas),
+                   total_groups=sum(m.total_groups for m in metas),
+                   total_puzzles=total_puzzles,
+                   mean_puzzle_examples=mean / total_puzzles if total_puzzles else first.mean_puzzle_examples)
+
+
+class PuzzleDataset:
+    """One split of one or more dataset directories, cut into batches for this rank.
+
+    iter_train(): one pass of `epochs_per_iter` epochs in a seeded random order (SPEC section 2);
+    iter_test(): every example once, in order. Both yield (set_name, batch, global_effective_size).
+    """
+
+    def __init__(self, paths: str | list[str], split: str, global_batch_size: int, rank: int = 0,
+                 world_size: int = 1, seed: int = 0, epochs_per_iter: int = 1):
+        if global_batch_size <= 0 or world_size <= 0 or global_batch_size % world_size:
+            raise ValueError(f"global_batch_size {global_batch_size} must be a positive multiple "
+                             f"of world_size {world_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} out of range for world_size {world_size}")
+        self.paths = [paths] if isinstance(paths, str) else list(paths)
+        self.split = split
+        self.global_batch_size = global_batch_size
+        self.local_batch_size = global_batch_size // world_size
+        self.rank = rank
+        self.seed = seed
+        self.epochs_per_iter = epochs_per_iter
+        self.metadata = load_metadata(self.paths, split)
+
+        # set name -> arrays. Directory i > 0 has its sets renamed set_name + str(i), as in the
+        # reference. Puzzle identifiers are used as stored, not offset per directory, also as in
+        # the reference: that keeps reference checkpoints' embedding rows meaningful here.
+        self.data = {}
+        for set_name in self.metadata.sets:
+            for i, path in enumerate(self.paths):
+                self.data[set_name + (str(i) if i else "")] = self._load_set(path, set_name)
+
+        # Train iterator position: counter of the latest pass (the reference's iteration
+        # counter: +1 per set per call of iter_train), its set, batches yielded in it so far.
+        self._pass, self._set, self._batches = 0, 0, 0
+        self._resume = False  # True after load_state_dict: the next iter_train finishes that pass
+
+    def _load_set(self, path: str, set_name: str) -> dict[str, np.ndarray]:
+        files = {name: os.path.join(path, self.split, f"{set_name}__{name}.npy") for name in FIELDS}
+        d = {}
+        for name, file in files.items():
+            if not os.path.isfile(file):
+                raise ValueError(f"{file} not found")
+            try:
+                # inputs and labels can be large: leave them on disk; the indices are small
+                d[name] = np.load(file, mmap_mode="r" if name in ("inputs", "labels") else None)
+            except (ValueError, OSError) as e:
+                raise ValueError(f"{file}: cannot read ({e})") from None
+            if not np.issubdtype(d[name].dtype, np.integer):
+                raise ValueError(f"{file}: dtype {d[name].dtype} is not an integer type")
+
+        def check(name, ok, msg):
+            if not ok:
+                raise ValueError(f"{files[name]}: {msg}")
+
+        n, L = len(d["inputs"]), self.metadata.seq_len
+        check("inputs", d["inputs"].ndim == 2 and d["inputs"].shape[1] == L,
+              f"shape {d['inputs'].shape}, expected [N, seq_len={L}]")
+        check("labels", d["labels"].shape == d["inputs"].shape,
+              f"shape {d['labels'].shape} differs from inputs {d['inputs'].shape}")
+        for name, count, what in (("puzzle_indices", n, "examples"),
+                                  ("group_indices", len(d["puzzle_indices"]) - 1, "puzzles")):
+            idx = d[name]
+            check(name, idx.ndim == 1 and len(idx) >= 1 and idx[0] == 0 and np.all(np.diff(idx) >= 0),
+                  "must be a non-decreasing 1-d array starting at 0")
+            check(name, idx[-1] == count, f"last value {idx[-1]} != number of {what} {count}")
+            if name == "puzzle_indices":
+                check("puzzle_identifiers", d["puzzle_identifiers"].shape == (len(idx) - 1,),
+                      f"shape {d['puzzle_identifiers'].shape}, expected one identifier for each of "
+                      f"the {len(idx) - 1} puzzles")
+        return d
+
+    def _collate(self, inputs, labels, ids) -> dict[str, torch.Tensor]:
+        """Rows of one rank ([b, L], [b, L], [b], b <= local batch) -> padded int32 tensors."""
+        m = self.metadata
+        batch = {"inputs": np.array(inputs, dtype=np.int32),  # np.array copies: never write to the mmap
+                 "labels": np.array(labels, dtype=np.int32),
+                 "puzzle_identifiers": np.array(ids, dtype=np.int32)}
+        if m.ignore_label_id is not None:
+            batch["labels"][batch["labels"] == m.ignore_label_id] = IGNORE_LABEL_ID
+        pad = self.local_batch_size - len(ids)
+        if pad > 0:
+            fill = {"inputs": m.pad_id, "labels": IGNORE_LABEL_ID, "puzzle_identifiers": m.blank_identifier_id}
+            batch = {k: np.concatenate([v, np.full((pad,) + v.shape[1:], fill[k], np.int32)])
+                     for k, v in batch.items()}
+        return {k: torch.from_numpy(v) for k, v in batch.items()}
+
+    def iter_test(self) -> Iterator[tuple[str, dict[str, torch.Tensor], int]]:
+        """Every example once, in order: global batches of consecutive examples, this rank's
+        slice of each, padded; the int is the number of real examples in the global batch."""
+        G, B = self.global_batch_size, self.local_batch_size
+        for name, d in self.data.items():
+            n = len(d["inputs"])
+            for start in range(0, n, G):
+                end = min(start + G, n)
+                lo, hi = min(start + self.rank * B, end), min(start + (self.rank + 1) * B, end)
+                # puzzle of example i: the last puzzle starting at or before i
+                puzzles = np.searchsorted(d["puzzle_indices"], np.arange(lo, hi), side="right") - 1
+                batch = self._collate(d["inputs"][lo:hi], d["labels"][lo:hi], d["puzzle_identifiers"][puzzles])
+                yield name, batch, end - start
+
+    def _plan(self, d: dict[str, np.ndarray], counter: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The full global batches of one pass over a set: (example rows [G], their puzzles [G]).
+        Reads only the index arrays, so skipping batches (resume) costs no data loading."""
+        G = self.global_batch_size
+        puzzle_start, group_start = d["puzzle_indices"], d["group_indices"]
+        rng = np.random.Generator(np.random.Philox(seed=self.seed + counter))
+        num_groups = len(group_start) - 1
+        order = np.concatenate([rng.permutation(num_groups) for _ in range(self.epochs_per_iter)])
+        pos = 0
+        while True:
+            rows, puzzles, size = [], [], 0
+            while pos < len(order) and size < G:
+                g = order[pos]
+                pos += 1
+                # one random puzzle of the group, then up to the room left of its examples, kept
+                # together so that a batch holds a puzzle's demonstrations side by side
+                p = rng.integers(group_start[g], group_start[g + 1])
+                first, count = puzzle_start[p], int(puzzle_start[p + 1] - puzzle_start[p])
+                k = min(count, G - size)
+                # the reference draws these with the unseeded global numpy RNG; the pass's own
+                # generator keeps the order reproducible (and the resume exact)
+                rows.append(first + rng.choice(count, k, replace=False))
+                puzzles.append(np.full(k, p))
+                size += k
+            if size < G:  # the last, incomplete batch is dropped
+                return
+            yield np.concatenate(rows), np.concatenate(puzzles)
+
+    def iter_train(self) -> Iterator[tuple[str, dict[str, torch.Tensor], int]]:
+        """One pass (epochs_per_iter epochs) over each set; the int is the global batch size.
+        After load_state_dict this finishes the interrupted pass instead, from where it stopped."""
+        names = list(self.data)
+        lo, hi = self.rank * self.local_batch_size, (self.rank + 1) * self.local_batch_size
+        for s in range(self._set if self._resume else 0, len(names)):
+            if self._resume:  # same counter, skip what was yielded before the checkpoint
+                self._resume = False
+            else:
+                self._pass += 1
+                self._batches = 0
+            self._set = s
+            d = self.data[names[s]]
+            for rows, puzzles in itertools.islice(self._plan(d, self._pass), self._batches, None):
+                self._batches += 1
+                rows, puzzles = rows[lo:hi], puzzles[lo:hi]
+                batch = self._collate(d["inputs"][rows], d["labels"][rows], d["puzzle_identifiers"][puzzles])
+                yield names[s], batch, self.global_batch_size
+
+    def state_dict(self) -> dict:
+        """Position of the train iterator, counting the batch just yielded as consumed."""
+        return {"pass": self._pass, "set": self._set, "batches": self._batches}
+
+    def load_state_dict(self, state: dict):
+        if not (0 <= state["set"] < len(self.data)) or state["pass"] < 0 or state["batches"] < 0:
+            raise ValueError(f"bad data iterator state {state}")
+        self._pass, self._set, self._batches = state["pass"], state["set"], state["batches"]
+        self._resume = self._pass > 0  # pass 0: no pass started yet, nothing to finish
+
+
+# Dihedral transforms of a 2-d grid (SPEC section 5): identity, rot90, rot180, rot270 (numpy's
+# counter-clockwise rot90), flip left-right, flip up-down, transpose, anti-transpose.
+DIHEDRAL_INVERSE = [0, 3, 2, 1, 4, 5, 6, 7]
+
+
+def dihedral(grid: np.ndarray, tid: int) -> np.ndarray:
+    if 0 <= tid < 4:
+        return np.rot90(grid, tid)
+    if tid == 4:
+        return np.fliplr(grid)
+    if tid == 5:
+        return np.flipud(grid)
+    if tid == 6:
+        return grid.T
+    if tid == 7:
+        return np.fliplr(np.rot90(grid))
+    raise ValueError(f"dihedral transform id {tid} not in 0..7")
+
+
+def inverse_dihedral(grid: np.ndarray, tid: int) -> np.ndarray:
+    return dihedral(grid, DIHEDRAL_INVERSE[tid])
