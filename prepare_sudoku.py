@@ -15,7 +15,7 @@ puzzles of that group; one example per puzzle, every puzzle identifier 0.
 
 Examples:
   python prepare_sudoku.py --subsample_size=1000 --num_aug=1000 --output_dir=data/sudoku-extreme-1k-aug-1000
-  python prepare_sudoku.py --source=generate --size=6 --num_train=2000 --num_test=200 --min_blanks=18 --output_dir=data/sudoku-mini
+  python prepare_sudoku.py --source=generate --size=6 --num_train=2000 --num_test=500 --min_blanks=18 --num_aug=9 --output_dir=data/sudoku-mini
 """
 import argparse
 import csv
@@ -32,6 +32,11 @@ from tqdm import tqdm
 
 BOXES = {4: (2, 2), 6: (2, 3), 9: (3, 3)}  # grid size -> box (rows, cols)
 HEADER = ["source", "question", "answer", "rating"]
+# The mini Sudoku that `python train.py` prepares when data/sudoku-mini is missing: 6x6 puzzles
+# with half the cells blank, 10x augmented; the same as
+#   python prepare_sudoku.py --source=generate --size=6 --num_train=2000 --num_test=500 \
+#       --min_blanks=18 --num_aug=9 --seed=0 --output_dir=data/sudoku-mini
+MINI = dict(source="generate", size=6, num_train=2000, num_test=500, min_blanks=18, num_aug=9, seed=0)
 
 
 # -----------------------------------------------------------------------------

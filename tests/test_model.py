@@ -251,3 +251,25 @@ def test_padding_row_metrics():
     batch["labels"][2] = -100
     carry, metrics, out = model.solve(batch)
     assert int(metrics["count"]) == 3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", ["att_learned", "mlp_none", "arc_rope"])
+def test_cuda_bfloat16_forward_and_step(golden, name):
+    """The same code on CUDA in bfloat16: close to the float32 reference outputs, and a
+    training step runs with finite gradients."""
+    cpu = golden_model(golden, name).eval()
+    ref = torch.load(os.path.join(golden, f"eval_{name}.pt"), weights_only=False)
+    gpu = TRM(TRMConfig(**{**cpu.cfg.__dict__, "forward_dtype": "bfloat16"})).cuda()
+    gpu.load_state_dict(cpu.state_dict())
+    batch = {k: v.cuda() for k, v in ref["batch"].items()}
+    carry, metrics, out = gpu.eval().solve(batch)
+    assert out["logits"].dtype == torch.bfloat16
+    last = ref["steps"][-1]
+    err = (out["logits"].float().cpu() - last["logits"]).abs().max().item()
+    assert err < 0.1 * last["logits"].abs().max().item()
+    assert (out["preds"].cpu() == last["preds"]).float().mean() > 0.9
+    gpu.train()
+    carry, loss, metrics, out = gpu(gpu.initial_carry(batch), batch)
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in gpu.parameters() if p.grad is not None)

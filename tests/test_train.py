@@ -1,0 +1,165 @@
+"""train.py end to end, as a user runs it: resume, checkpoints, errors, recipes, wandb."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import checkpoint
+import prepare_sudoku
+from conftest import GOLDEN, ROOT
+
+# a tiny model that still exercises every part of the step: puzzle embedding (sign-SGD),
+# exploration (random draws), EMA, ACT halting over several steps
+TINY = ["--hidden_size=32", "--num_heads=2", "--expansion=2.0", "--L_layers=1", "--H_cycles=2",
+        "--L_cycles=2", "--puzzle_emb_ndim=32", "--puzzle_emb_len=1", "--pos_encodings=rope",
+        "--mlp_t=False", "--halt_max_steps=3", "--halt_exploration_prob=0.5",
+        "--global_batch_size=16", "--epochs=10", "--eval_interval=1", "--lr_warmup_steps=3",
+        "--log_interval=5", "--compile=False"]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data") / "sudoku4"
+    prepare_sudoku.build(str(d), source="generate", size=4, num_train=64, num_test=20, min_blanks=8, seed=1)
+    return str(d)
+
+
+def run(args, cwd=ROOT, env=None, check=True, timeout=300):
+    e = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+    r = subprocess.run([sys.executable, "train.py", *args], cwd=cwd, capture_output=True, text=True,
+                       env=e, timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError(f"train.py {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+def assert_same(a, b, path="ckpt"):
+    """Bitwise equality of nested checkpoint contents."""
+    if isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and torch.equal(a, b), path
+    elif isinstance(a, dict):
+        assert set(a) == set(b), path
+        for k in a:
+            assert_same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, (path, a, b)
+
+
+def test_resume_is_bit_identical(tiny_data, tmp_path):
+    """N steps straight == k steps, stop, resume, N-k steps: weights, EMA, puzzle table,
+    optimiser states, carry and data position all bitwise equal (CPU, fixed seed). k falls
+    inside a pass and the rest crosses pass boundaries (evaluations in between)."""
+    straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
+    run([*TINY, f"--data_dir={tiny_data}", f"--out_dir={straight}", "--max_steps=11"])
+    run([*TINY, f"--data_dir={tiny_data}", f"--out_dir={split}", "--max_steps=6"])
+    r = run([*TINY, f"--data_dir={tiny_data}", f"--out_dir={split}", "--max_steps=11", "--init_from=resume"])
+    assert "resumed from" in r.stdout and "at step 6" in r.stdout
+    a = torch.load(os.path.join(straight, "ckpt.pt"), weights_only=False)
+    b = torch.load(os.path.join(split, "ckpt.pt"), weights_only=False)
+    assert a["step"] == b["step"] == 11
+    for key in ("model", "ema", "optimizers", "data", "carry", "rng", "passes_done", "metrics"):
+        assert_same(a[key], b[key], key)
+    assert a["model"]["puzzle_emb.weights"].abs().sum() > 0  # the table did train
+
+
+def test_killed_while_checkpointing_leaves_a_loadable_checkpoint(tiny_data, tmp_path):
+    """SIGKILL at random moments of a run that checkpoints every step: ckpt.pt always loads,
+    and the run resumes from it."""
+    out = str(tmp_path / "run")
+    args = [*TINY, f"--data_dir={tiny_data}", f"--out_dir={out}", "--ckpt_interval=1", "--epochs=100"]
+    path = os.path.join(out, "ckpt.pt")
+    for delay in (0.05, 0.23, 0.41):
+        p = subprocess.Popen([sys.executable, "train.py", *args,
+                              "--init_from=" + ("resume" if os.path.exists(path) else "scratch")],
+                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        t0 = time.time()
+        # wait for a first checkpoint, then a little more, then kill without warning
+        while not os.path.exists(path) and time.time() - t0 < 120:
+            time.sleep(0.01)
+        time.sleep(delay)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        ck = checkpoint.load(path)
+        assert ck["step"] >= 1 and "model" in ck
+    run([*args, "--init_from=resume", f"--max_steps={ck['step'] + 2}"])
+
+
+def test_failed_write_keeps_the_old_checkpoint(tmp_path, monkeypatch):
+    path = str(tmp_path / "ckpt.pt")
+    checkpoint.save({"step": 1}, path)
+
+    def broken_save(obj, f):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        checkpoint.save({"step": 2}, path)
+    monkeypatch.undo()
+    assert checkpoint.load(path) == {"step": 1}
+    assert os.listdir(tmp_path) == ["ckpt.pt"]  # no temporary file left behind
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    checkpoint.save({"step": 1, "w": torch.zeros(1000)}, str(path))
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(SystemExit, match="ckpt.pt is not a readable checkpoint"):
+        checkpoint.load(str(path))
+    with pytest.raises(SystemExit, match="checkpoint not found"):
+        checkpoint.load(str(tmp_path / "missing.pt"))
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(tiny_data, tmp_path):
+    out = str(tmp_path / "run")
+    r = run([*TINY, f"--data_dir={tiny_data}", f"--out_dir={out}", "--ckpt_interval=1", "--lr=1e30",
+             "--lr_warmup_steps=0"], check=False)
+    assert r.returncode != 0
+    assert "non-finite loss" in r.stderr and "is intact" in r.stderr, r.stderr
+    failed_at = int(re.search(r"non-finite loss \S+ at step (\d+)", r.stderr).group(1))
+    assert checkpoint.load(os.path.join(out, "ckpt.pt"))["step"] == failed_at - 1
+
+
+def test_errors_name_the_key_or_path(tiny_data, tmp_path):
+    r = run(["--hiden_size=3"], check=False)
+    assert r.returncode == 2 and "unknown setting 'hiden_size'" in r.stderr
+    r = run(["--epochs=ten"], check=False)
+    assert r.returncode == 2 and "'epochs'" in r.stderr
+    missing = str(tmp_path / "nowhere")
+    r = run([f"--data_dir={missing}", f"--out_dir={tmp_path / 'o'}"], check=False)
+    assert r.returncode != 0 and "nowhere" in r.stderr.strip().splitlines()[-1]
+    r = run([*TINY, f"--data_dir={tiny_data}", "--global_batch_size=15", "--epochs=3"],
+            env={"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29533"},
+            check=False, timeout=60)
+    assert r.returncode != 0
+
+
+def test_sudoku_recipe_from_local_csv_runs_evaluates_and_resumes(tmp_path):
+    """config/sudoku.py (the paper's recipe) with small overrides, on a dataset that
+    prepare_sudoku.py built from local CSV files, with wandb logging offline."""
+    data = str(tmp_path / "sudoku")
+    r = subprocess.run([sys.executable, "prepare_sudoku.py", "--source=csv",
+                        f"--input_dir={GOLDEN}/sudoku_ref_data/csv", "--num_aug=2", f"--output_dir={data}"],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    out = str(tmp_path / "out")
+    small = ["config/sudoku.py", f"--data_dir={data}", f"--out_dir={out}", "--hidden_size=64",
+             "--num_heads=2", "--H_cycles=2", "--L_cycles=2", "--halt_max_steps=2",
+             "--global_batch_size=16", "--compile=False", "--log_interval=1"]
+    env = {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}
+    r = run([*small, "--max_steps=2", "--wandb_log=True"], env=env)
+    assert "eval step 2 [all]" in r.stdout and "exact_accuracy" in r.stdout
+    assert os.path.isdir(os.path.join(tmp_path, "wandb"))
+    ck = checkpoint.load(os.path.join(out, "ckpt.pt"))
+    assert ck["step"] == 2 and ck["config"]["weight_decay"] == 1.0 and ck["model_config"]["mlp_t"]
+    r = run([*small, "--max_steps=3", "--init_from=resume"])
+    assert "resumed from" in r.stdout and "step 3/3" in r.stdout

@@ -1,0 +1,333 @@
+"""
+Train a Tiny Recursive Model, on one CPU or GPU or under torchrun.
+
+    python train.py                                # mini Sudoku: prepared on first use, CPU minutes
+    python train.py config/sudoku.py --epochs=10   # a recipe from config/, with overrides
+    python train.py config/sudoku.py --init_from=resume   # continue from out_dir/ckpt.pt
+    torchrun --standalone --nproc_per_node=4 train.py config/arc1.py
+
+The defaults below are the mini Sudoku run; config/*.py files and --key=value override them
+(configurator.py). Checkpoints (out_dir/ckpt.pt) hold everything a run needs to continue.
+"""
+import copy
+import json
+import math
+import os
+import time
+from dataclasses import asdict
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+import checkpoint
+from data import PuzzleDataset
+from model import TRM, TRMConfig
+from optim import EMA, AdamATan2, SignSGD, lr_at, train_step
+
+# -----------------------------------------------------------------------------
+# default config: the mini Sudoku (generated 6x6 puzzles, half the cells blank)
+# I/O
+out_dir = "out/sudoku-mini"
+data_dir = "data/sudoku-mini"  # one dataset from prepare_*.py, or several joined by commas
+test_data_dir = ""             # test split from here instead ('' = data_dir)
+init_from = "scratch"          # 'scratch' or 'resume' (from out_dir/ckpt.pt)
+eval_interval = 10             # epochs between evaluations (a divisor of epochs)
+log_interval = 50              # steps between progress lines
+ckpt_interval = 0              # steps between extra checkpoints (0: at evaluations and the end)
+max_steps = 0                  # stop after this many steps (0: all epochs); the schedule is unchanged
+wandb_log = False
+wandb_project = "trm"
+wandb_run_name = ""            # '' = out_dir's name
+# data
+global_batch_size = 128
+epochs = 40                    # an epoch draws one puzzle of every group (original puzzle)
+# model (TRMConfig)
+hidden_size = 64
+num_heads = 4
+expansion = 4.0
+L_layers = 2
+H_cycles = 2
+L_cycles = 2
+puzzle_emb_ndim = 0
+puzzle_emb_len = 0
+pos_encodings = "none"
+mlp_t = True                   # an MLP across the 36 cells mixes them (the paper's Sudoku choice)
+halt_max_steps = 4
+halt_exploration_prob = 0.1
+no_ACT_continue = True
+loss_type = "stablemax"
+# optimisation: AdamATan2 for the weights, sign-SGD for the puzzle table, same schedule
+lr = 3e-3
+lr_min_ratio = 1.0
+lr_warmup_steps = 100
+beta1 = 0.9
+beta2 = 0.95
+weight_decay = 0.1
+puzzle_emb_lr = 1e-2
+puzzle_emb_weight_decay = 0.1
+ema = True                     # evaluate and export the exponential moving average of the weights
+ema_rate = 0.99                # a short run: average over the last ~100 steps (paper: 0.999)
+# system
+device = "auto"                # 'auto' (cuda if present), 'cpu', 'cuda', 'cuda:1', ...
+dtype = "auto"                 # forward dtype: 'auto' (bfloat16 on CUDA, float32 on CPU), 'float32', 'bfloat16'
+compile = None                 # torch.compile the recursion; None = on for CUDA only
+seed = 0
+# -----------------------------------------------------------------------------
+from configurator import configure  # noqa: E402
+
+configure(globals())
+config = {k: v for k, v in globals().items()
+          if not k.startswith("_") and isinstance(v, (int, float, bool, str, type(None)))}
+MINI_DATA = "data/sudoku-mini"
+# -----------------------------------------------------------------------------
+
+# distributed setup (torchrun sets RANK); plain all_reduce rather than DDP, because the
+# puzzle-embedding table is a buffer updated by its own sparse optimiser, outside DDP's reach
+ddp = int(os.environ.get("RANK", -1)) != -1
+rank, world_size = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if ddp else (0, 1)
+if global_batch_size % world_size:
+    raise SystemExit(f"error: global_batch_size {global_batch_size} is not divisible by the world size {world_size}")
+if epochs % eval_interval:
+    raise SystemExit(f"error: eval_interval {eval_interval} must divide epochs {epochs}")
+if ddp:
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    use_cuda = torch.cuda.is_available() and device != "cpu"
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    if use_cuda:
+        device = f"cuda:{local_rank}"
+        torch.cuda.set_device(device)
+master = rank == 0
+if device == "auto":
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+device_type = "cuda" if device.startswith("cuda") else "cpu"
+if dtype == "auto":
+    dtype = "bfloat16" if device_type == "cuda" else "float32"
+if compile is None:
+    compile = device_type == "cuda"
+torch.manual_seed(seed + rank)
+if device_type == "cuda":
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+
+def log(*a):
+    if master:
+        print(*a, flush=True)
+
+
+# data -------------------------------------------------------------------------
+if not os.path.exists(data_dir) and data_dir == MINI_DATA:
+    if master:
+        import prepare_sudoku
+        log(f"preparing the mini Sudoku dataset in {data_dir} ...")
+        prepare_sudoku.build(data_dir, **prepare_sudoku.MINI)
+    if ddp:
+        dist.barrier()
+train_paths = data_dir.split(",")
+test_paths = (test_data_dir or data_dir).split(",")
+try:
+    train_data = PuzzleDataset(train_paths, "train", global_batch_size, rank=rank, world_size=world_size,
+                               seed=seed, epochs_per_iter=eval_interval)
+    test_data = PuzzleDataset(test_paths, "test", global_batch_size, rank=rank, world_size=world_size)
+except (OSError, ValueError) as e:
+    raise SystemExit(f"error: {e}")
+meta = train_data.metadata
+# the schedule's length: the reference's estimate, from the dataset's size
+total_steps = int(epochs * meta.total_groups * meta.mean_puzzle_examples / global_batch_size)
+last_step = min(total_steps, max_steps) if max_steps > 0 else total_steps
+total_passes = epochs // eval_interval
+
+# model and optimisers ---------------------------------------------------------
+model_cfg = TRMConfig(
+    vocab_size=meta.vocab_size, seq_len=meta.seq_len, num_puzzle_identifiers=meta.num_puzzle_identifiers,
+    hidden_size=hidden_size, num_heads=num_heads, expansion=expansion, L_layers=L_layers,
+    H_cycles=H_cycles, L_cycles=L_cycles, puzzle_emb_ndim=puzzle_emb_ndim, puzzle_emb_len=puzzle_emb_len,
+    pos_encodings=pos_encodings, mlp_t=mlp_t, halt_max_steps=halt_max_steps,
+    halt_exploration_prob=halt_exploration_prob, no_ACT_continue=no_ACT_continue,
+    loss_type=loss_type, forward_dtype=dtype)
+model = TRM(model_cfg).to(device)
+if ddp:  # every rank starts from rank 0's weights
+    for t in list(model.parameters()) + list(model.buffers()):
+        dist.broadcast(t.data, src=0)
+optimizers = [AdamATan2(model.parameters(), lr=lr, betas=(beta1, beta2), weight_decay=weight_decay)]
+base_lrs = [lr]
+if puzzle_emb_ndim > 0:
+    # the reference steps the puzzle table first; the order does not matter, but keep it
+    optimizers.insert(0, SignSGD(model.puzzle_emb, lr=puzzle_emb_lr, weight_decay=puzzle_emb_weight_decay,
+                                 world_size=world_size))
+    base_lrs.insert(0, puzzle_emb_lr)
+ema_model = EMA(model, ema_rate) if ema else None
+step, passes_done, carry = 0, 0, None
+ckpt_path = os.path.join(out_dir, "ckpt.pt")
+
+if init_from == "resume":
+    ck = checkpoint.load(ckpt_path, map_location=device)
+    if ck["model_config"] != asdict(model_cfg):
+        diff = {k: (v, asdict(model_cfg).get(k)) for k, v in ck["model_config"].items()
+                if asdict(model_cfg).get(k) != v}
+        raise SystemExit(f"error: {ckpt_path} was trained with another model config: {diff}")
+    model.load_state_dict(ck["model"])
+    for opt, state in zip(optimizers, ck["optimizers"]):
+        opt.load_state_dict(state)
+    if ema_model is not None and ck["ema"] is not None:
+        ema_model.load_state_dict(ck["ema"])
+    step, passes_done = ck["step"], ck["passes_done"]
+    train_data.load_state_dict(ck["data"])
+    if ck["carry"] is not None:
+        carry = checkpoint.carry_from_state(ck["carry"], device)
+    torch.set_rng_state(ck["rng"]["torch"][rank] if rank < len(ck["rng"]["torch"]) else ck["rng"]["torch"][0])
+    if device_type == "cuda" and ck["rng"]["cuda"] is not None:
+        torch.cuda.set_rng_state(ck["rng"]["cuda"][min(rank, len(ck["rng"]["cuda"]) - 1)])
+    log(f"resumed from {ckpt_path} at step {step}")
+elif init_from != "scratch":
+    raise SystemExit(f"error: init_from must be 'scratch' or 'resume', got {init_from!r}")
+
+if compile:
+    log("compiling the recursion with torch.compile ...")
+    model.recurse = torch.compile(model.recurse)
+
+log(f"{model.num_params() / 1e6:.2f}M parameters, {total_steps} steps in the schedule "
+    f"({epochs} epochs x {meta.total_groups} groups / batch {global_batch_size}), device {device}, "
+    f"{dtype}, world size {world_size}")
+if master and wandb_log:
+    import wandb
+    wandb.init(project=wandb_project, name=wandb_run_name or os.path.basename(out_dir.rstrip("/")),
+               config=config, resume="allow")
+
+
+def to_device(batch):
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def reduce_sum(t):
+    if ddp:
+        dist.all_reduce(t)
+    return t
+
+
+def evaluate():
+    """Per test set: metrics of each batch's final ACT step, summed, divided by the count."""
+    eval_model = model
+    if ema_model is not None:  # a copy holding the averaged weights (and the live puzzle table)
+        with torch.random.fork_rng(devices=[]):  # building it draws init values: not from the run's RNG
+            eval_model = TRM(model_cfg).to(device)
+        eval_model.load_state_dict(model.state_dict())
+        ema_model.copy_to(eval_model)
+    eval_model.eval()
+    sums = {}
+    keys = None
+    with torch.inference_mode():
+        for set_name, batch, _ in test_data.iter_test():
+            _, metrics, _ = eval_model.solve(to_device(batch))
+            keys = keys or sorted(metrics)
+            vec = torch.stack([metrics[k].double() for k in keys])
+            sums[set_name] = sums.get(set_name, 0) + vec
+    results = {}
+    for set_name in test_data.data:
+        vec = sums.get(set_name)
+        if vec is None:
+            continue
+        vec = reduce_sum(vec.clone()).cpu()
+        m = dict(zip(keys, vec.tolist()))
+        count = max(m.pop("count"), 1)
+        results[set_name] = {k: v / count for k, v in m.items()}
+    eval_model.train()
+    return results
+
+
+def save(metrics=None):
+    if not master:
+        return
+    checkpoint.save({
+        "model": model.state_dict(),
+        "ema": ema_model.state_dict() if ema_model is not None else None,
+        "optimizers": [opt.state_dict() for opt in optimizers],
+        "step": step,
+        "passes_done": passes_done,
+        "data": train_data.state_dict(),
+        "carry": checkpoint.carry_to_state(carry),
+        "rng": {"torch": [torch.get_rng_state()],
+                "cuda": [torch.cuda.get_rng_state()] if device_type == "cuda" else None},
+        "config": config,
+        "model_config": asdict(model_cfg),
+        "metrics": metrics,
+    }, ckpt_path)
+
+
+def evaluate_and_save():
+    t0 = time.time()
+    results = evaluate()
+    for set_name, m in results.items():
+        log(f"eval step {step} [{set_name}] " + " ".join(f"{k} {v:.4f}" for k, v in m.items())
+            + f" ({time.time() - t0:.1f}s)")
+    if master and wandb_log:
+        wandb.log({f"eval/{s}/{k}": v for s, m in results.items() for k, v in m.items()}, step=step)
+    save(results)
+    return results
+
+
+# training loop ----------------------------------------------------------------
+if master:
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump(config, f, indent=1)
+model.train()
+train_iter = train_data.iter_train()
+t_start, step_start, t_log = time.time(), step, time.time()
+running = None
+evaluated_at = -1
+while step < last_step:
+    item = next(train_iter, None)
+    if item is None:  # a pass of eval_interval epochs is over: evaluate, checkpoint, go on
+        passes_done += 1
+        evaluate_and_save()
+        evaluated_at = step
+        if passes_done >= total_passes:
+            break
+        train_iter = train_data.iter_train()
+        continue
+    set_name, batch, effective = item
+    batch = to_device(batch)
+    if carry is None:
+        carry = model.initial_carry(batch)
+    step += 1
+    lrs = [lr_at(step, base, lr_warmup_steps, total_steps, lr_min_ratio) for base in base_lrs]
+    for opt, lr_now in zip(optimizers, lrs):
+        for group in opt.param_groups:
+            group["lr"] = lr_now
+    carry, loss, metrics = train_step(model, carry, batch, optimizers, global_batch_size,
+                                      world_size=world_size)
+    if not math.isfinite(loss):
+        raise SystemExit(f"error: non-finite loss {loss} at step {step}; stopping. The last "
+                         f"checkpoint ({ckpt_path}) is intact: lower lr or check the data.")
+    if ema_model is not None:
+        ema_model.update(model)
+    # progress line: losses per example, the rest per halted row
+    keys = sorted(metrics)
+    vec = reduce_sum(torch.stack([metrics[k].double() for k in keys])).cpu()
+    m = dict(zip(keys, vec.tolist()))
+    running = m if running is None else {k: running.get(k, 0) + v for k, v in m.items()}
+    if step % log_interval == 0 or step == last_step:
+        count = max(running["count"], 1)
+        n_steps = log_interval if step % log_interval == 0 else step % log_interval
+        rm = {k: v / (global_batch_size * n_steps if k.endswith("loss") else count)
+              for k, v in running.items() if k != "count"}
+        now = time.time()
+        speed = (step - step_start) / max(now - t_start, 1e-9)
+        eta = (last_step - step) / max(speed, 1e-9)
+        log(f"step {step}/{last_step} | loss {rm['lm_loss']:.4f} | acc {rm['accuracy']:.4f} | "
+            f"exact {rm['exact_accuracy']:.4f} | halt steps {rm['steps']:.2f} | lr {lrs[-1]:.2e} | "
+            f"{speed:.2f} steps/s | ETA {eta / 60:.1f} min")
+        if master and wandb_log:
+            wandb.log({**{f"train/{k}": v for k, v in rm.items()}, "train/lr": lrs[-1]}, step=step)
+        running = None
+    if ckpt_interval > 0 and step % ckpt_interval == 0:
+        save()
+if evaluated_at != step:
+    evaluate_and_save()
+log(f"done: {step} steps in {(time.time() - t_start) / 60:.1f} min; checkpoint {ckpt_path}")
+if master and wandb_log:
+    wandb.finish()
+if ddp:
+    dist.destroy_process_group()
