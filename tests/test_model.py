@@ -273,3 +273,20 @@ def test_cuda_bfloat16_forward_and_step(golden, name):
     carry, loss, metrics, out = gpu(gpu.initial_carry(batch), batch)
     loss.backward()
     assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in gpu.parameters() if p.grad is not None)
+
+
+def test_compiled_recursion_matches_eager():
+    """train.py's compile switch: torch.compile of TRM.recurse gives the eager results."""
+    torch.manual_seed(0)
+    model = TRM(tiny_cfg()).train()
+    batch = tiny_batch()
+    _, loss, _, out = model(model.initial_carry(batch), batch)
+    loss.backward()
+    grad = model.embed_tokens.embedding_weight.grad.clone()
+    model.zero_grad()
+    model.recurse = torch.compile(model.recurse)
+    _, loss_c, _, out_c = model(model.initial_carry(batch), batch)
+    loss_c.backward()
+    torch.testing.assert_close(out_c["logits"], out["logits"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(loss_c, loss, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(model.embed_tokens.embedding_weight.grad, grad, atol=1e-6, rtol=1e-4)
