@@ -2,21 +2,19 @@
 Train a Tiny Recursive Model, on one CPU or GPU or under torchrun.
 
     python train.py                                # mini Sudoku: prepared on first use, CPU minutes
-    python train.py config/sudoku.py --epochs=10   # a recipe from config/, with overrides
+    python train.py config/sudoku.py --global_batch_size=64   # a recipe, with overrides
     python train.py config/sudoku.py --init_from=resume   # continue from out_dir/ckpt.pt
-    torchrun --standalone --nproc_per_node=4 train.py config/arc1.py
+    torchrun --standalone --nproc_per_node=2 train.py   # the same run on 2 processes
 
 The defaults below are the mini Sudoku run; config/*.py files and --key=value override them
 (configurator.py). Checkpoints (out_dir/ckpt.pt) hold everything a run needs to continue.
 """
-import copy
 import json
 import math
 import os
 import time
 from dataclasses import asdict
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -163,10 +161,11 @@ ckpt_path = os.path.join(out_dir, "ckpt.pt")
 
 if init_from == "resume":
     ck = checkpoint.load(ckpt_path, map_location=device)
-    if ck["model_config"] != asdict(model_cfg):
-        diff = {k: (v, asdict(model_cfg).get(k)) for k, v in ck["model_config"].items()
-                if asdict(model_cfg).get(k) != v}
-        raise SystemExit(f"error: {ckpt_path} was trained with another model config: {diff}")
+    # the architecture must match; the forward dtype may change (a GPU run resumed on a CPU)
+    diff = {k: (v, asdict(model_cfg).get(k)) for k, v in ck["model_config"].items()
+            if k != "forward_dtype" and asdict(model_cfg).get(k) != v}
+    if diff:
+        raise SystemExit(f"error: {ckpt_path} was trained with another model config (saved, now): {diff}")
     model.load_state_dict(ck["model"])
     for opt, state in zip(optimizers, ck["optimizers"]):
         opt.load_state_dict(state)
