@@ -2,22 +2,156 @@
 The two custom ops of TRM, in plain PyTorch:
 - cross-entropy per position, stablemax (the reference's default) or softmax;
 - the puzzle-embedding table's gather and its sparse sign-SGD update.
-model.py and optim.py call only these functions, so that the csrc/ extension can later take
-over behind the same signatures; the versions here stay as the reference it is tested against.
+model.py and optim.py call only these functions; each runs on the csrc/ extension (C++/OpenMP on
+the CPU, CUDA kernels on the GPU) when it is active, else on the pure-PyTorch reference next to
+it (the _*_ref functions), which the extension is tested against. See load_ext / use_backend.
 """
+import contextlib
+import os
+import sys
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 IGNORE_INDEX = -100  # label of positions that carry no loss (padding, ignored cells)
 
-# Slot for the compiled csrc/ extension. Nothing loads it yet, so every op below runs in PyTorch.
-_ext = None
+# -----------------------------------------------------------------------------
+# the csrc/ extension: built on first use, never at import time
+
+# 'auto': run the extension when it builds, else the reference below; 'on': the extension or an
+# error; 'off': always the reference. Read at every call, so ops.USE_EXT = 'off' works too.
+USE_EXT = os.environ.get("TRM_USE_EXT", "auto")
+
+_ext = None          # the loaded module
+_ext_error = None    # why it is unavailable (None until a load was tried and failed)
+_forced = None       # set by use_backend(): 'torch' or 'ext' inside the context
+CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
+
+
+def _say_unavailable(reason: str) -> None:
+    """The one line that says the reference runs; printed once, by the master process only."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"trm: C++ extension unavailable ({reason}); using the PyTorch reference ops", file=sys.stderr)
+
+
+def load_ext():
+    """
+    The compiled csrc/ extension, built on the first call with torch.utils.cpp_extension.load
+    (cached in torch's build directory, so later processes only load it), or None when
+    TRM_NO_EXT=1 or the build fails; either way the reason is printed once per process.
+    The CUDA kernels are compiled in only where torch has CUDA and a GPU is present.
+    """
+    global _ext, _ext_error
+    if _ext is not None or _ext_error is not None:
+        return _ext
+    if os.environ.get("TRM_NO_EXT", "0") not in ("", "0"):
+        _ext_error = "TRM_NO_EXT is set"
+    else:
+        try:
+            from torch.utils.cpp_extension import load
+            with_cuda = bool(torch.cuda.is_available() and torch.version.cuda)
+            sources = [os.path.join(CSRC, "trm_ops.cpp")]
+            cflags = ["-O3", "-fopenmp"]
+            if with_cuda:
+                sources.append(os.path.join(CSRC, "trm_ops_cuda.cu"))
+                cflags.append("-DWITH_CUDA")
+            _ext = load(name="trm_ops", sources=sources, extra_cflags=cflags, extra_ldflags=["-fopenmp"],
+                        extra_cuda_cflags=["-O3"], extra_include_paths=[CSRC], with_cuda=with_cuda,
+                        verbose=False)
+        except Exception as e:  # a missing compiler, a compile error, ...
+            _ext_error = f"{type(e).__name__}: {e}".strip() or type(e).__name__
+    if _ext is None:
+        _say_unavailable(_ext_error.splitlines()[0][:200])
+    return _ext
+
+
+def _require_ext():
+    ext = load_ext()
+    if ext is None:
+        raise RuntimeError(f"trm: the C++ extension cannot be used: {_ext_error}")
+    return ext
+
+
+def _active_ext():
+    """The extension module if the ops should run on it now, else None."""
+    mode = _forced if _forced is not None else USE_EXT
+    if mode in ("torch", "off"):
+        return None
+    if mode in ("ext", "on"):
+        return _require_ext()
+    if mode == "auto":
+        return load_ext()
+    raise ValueError(f"TRM_USE_EXT / ops.USE_EXT must be 'auto', 'on' or 'off', got {mode!r}")
 
 
 def backend() -> str:
-    """Which implementation the ops run on: 'torch' until the csrc/ extension is loaded."""
-    return "torch" if _ext is None else "ext"
+    """Which implementation the ops run on now: 'ext' (csrc/) or 'torch' (the reference below).
+    In 'auto' mode this loads (and if needed builds) the extension."""
+    return "torch" if _active_ext() is None else "ext"
+
+
+@contextlib.contextmanager
+def use_backend(name: str):
+    """Run the ops inside on 'torch' (the reference) or 'ext' (RuntimeError if it cannot be built)."""
+    global _forced
+    if name not in ("torch", "ext"):
+        raise ValueError(f"backend must be 'torch' or 'ext', got {name!r}")
+    if name == "ext":
+        _require_ext()
+    previous, _forced = _forced, name
+    try:
+        yield
+    finally:
+        _forced = previous
+
+
+def _ext_for(*tensors):
+    """The extension if it is active and can take tensors on their device (CPU, or CUDA when it
+    was built with CUDA), else None; the caller then runs the reference."""
+    ext = _active_ext()
+    if ext is None:
+        return None
+    for t in tensors:
+        if t.device.type == "cuda" and not ext.with_cuda:
+            return None
+        if t.device.type not in ("cpu", "cuda"):
+            return None
+    return ext
+
+
+class _FusedCrossEntropy(torch.autograd.Function):
+    """Per-row loss from ext.ce_forward (float32, saves only the inputs); its backward
+    recomputes the row sums in ext.ce_backward."""
+
+    @staticmethod
+    def forward(ctx, ext, kind, logits, labels, ignore_index):
+        ctx.ext, ctx.kind, ctx.ignore_index = ext, kind, ignore_index
+        ctx.save_for_backward(logits, labels)
+        return ext.ce_forward(kind, logits, labels, ignore_index)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        logits, labels = ctx.saved_tensors
+        grad_logits = ctx.ext.ce_backward(ctx.kind, grad.contiguous(), logits, labels, ctx.ignore_index)
+        return None, None, grad_logits, None, None
+
+
+def _fused_cross_entropy(kind: str, logits: Tensor, labels: Tensor, ignore_index: int):
+    """The extension's loss [...] in float32, or None where the reference has to run (extension
+    off or unavailable, a dtype or device it does not take)."""
+    if logits.dim() == 0 or logits.shape[-1] == 0 or labels.shape != logits.shape[:-1]:
+        return None
+    if logits.dtype not in (torch.float32, torch.bfloat16) or labels.dtype not in (torch.int32, torch.int64):
+        return None
+    ext = _ext_for(logits, labels)
+    if ext is None:
+        return None
+    V = logits.shape[-1]
+    loss = _FusedCrossEntropy.apply(ext, kind, logits.reshape(-1, V).contiguous(),
+                                    labels.reshape(-1).contiguous(), int(ignore_index))
+    return loss.view(labels.shape)
 
 
 # -----------------------------------------------------------------------------
@@ -25,7 +159,18 @@ def backend() -> str:
 
 def stablemax_cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
     """
-    Cross-entropy under stablemax, the softmax substitute of "Grokking at the edge of numerical
+    Stablemax cross-entropy (below), on the extension when it is active: it computes in float32
+    and the result is returned in float64 like the reference's.
+    """
+    loss = _fused_cross_entropy("stablemax", logits, labels, ignore_index)
+    if loss is None:
+        return _stablemax_ref(logits, labels, ignore_index)
+    return loss.to(torch.float64)
+
+
+def _stablemax_ref(logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
+    """
+    Reference. Cross-entropy under stablemax, the softmax substitute of "Grokking at the edge of numerical
     stability": s(x) = x + 1 for x >= 0, 1 / (1 - x) for x < 0, p_i = s(x_i) / sum_j s(x_j).
     logits [..., V] (any float dtype), labels [...] (integer) -> loss [...] in float64, 0 where
     the label is ignore_index. Computed in float64 like the reference.
@@ -45,7 +190,13 @@ def stablemax_cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int = 
 
 
 def softmax_cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
-    """Ordinary cross-entropy in float32. logits [..., V], labels [...] -> loss [...], 0 where ignored."""
+    """Ordinary cross-entropy in float32 (below), on the extension when it is active."""
+    loss = _fused_cross_entropy("softmax", logits, labels, ignore_index)
+    return _softmax_ref(logits, labels, ignore_index) if loss is None else loss
+
+
+def _softmax_ref(logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
+    """Reference. Ordinary cross-entropy in float32. logits [..., V], labels [...] -> loss [...], 0 where ignored."""
     V = logits.shape[-1]
     loss = F.cross_entropy(logits.to(torch.float32).reshape(-1, V), labels.long().reshape(-1),
                            ignore_index=ignore_index, reduction="none")
@@ -66,11 +217,33 @@ def cross_entropy(kind: str, logits: Tensor, labels: Tensor, ignore_index: int =
 
 def gather_rows(table: Tensor, ids: Tensor) -> Tensor:
     """The rows of table [N, D] named by ids [B] (int32 or int64), as a new tensor [B, D]."""
+    if (table.dtype == torch.float32 and table.dim() == 2 and table.is_contiguous() and not table.requires_grad
+            and ids.dim() == 1 and ids.dtype in (torch.int32, torch.int64)):
+        ext = _ext_for(table, ids)
+        if ext is not None:
+            return ext.gather_rows(table, ids)
+    return _gather_rows_ref(table, ids)
+
+
+def _gather_rows_ref(table: Tensor, ids: Tensor) -> Tensor:
     return table.index_select(0, ids)
 
 
 @torch.no_grad()
 def sparse_sign_sgd_(table: Tensor, ids: Tensor, grads: Tensor, lr: float, weight_decay: float) -> None:
+    """The sign-SGD step below, on the extension when it is active (bitwise the same result: it
+    sums each column of a repeated id in the same ascending-value order, in float32)."""
+    if (table.dtype == torch.float32 and table.dim() == 2 and table.is_contiguous()
+            and ids.dim() == 1 and ids.dtype in (torch.int32, torch.int64) and grads.dim() == 2):
+        ext = _ext_for(table, ids, grads)
+        if ext is not None:
+            ext.sparse_sign_sgd_(table, ids, grads, float(lr), float(weight_decay))
+            return
+    _sparse_sign_sgd_ref(table, ids, grads, lr, weight_decay)
+
+
+@torch.no_grad()
+def _sparse_sign_sgd_ref(table: Tensor, ids: Tensor, grads: Tensor, lr: float, weight_decay: float) -> None:
     """
     One sign-SGD step on the rows of table [N, D] that ids [B] names, in place. grads [B, D] holds
     one gradient row per entry of ids; entries with equal ids are summed first, then every

@@ -1,0 +1,271 @@
+# The csrc/ extension against the pure-PyTorch reference ops in ops.py: cross-entropy values and
+# gradients, row gather, sign-SGD (bitwise), the reference fixtures, and the fallback path.
+import itertools
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import ops
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(scope="module")
+def ext():
+    """Build (first time: a minute or so) or load the extension once for this module."""
+    if os.environ.get("TRM_NO_EXT", "0") not in ("", "0"):
+        pytest.skip("TRM_NO_EXT is set")
+    if shutil.which(os.environ.get("CXX", "c++")) is None:
+        pytest.skip("no C++ compiler")
+    module = ops.load_ext()
+    assert module is not None, f"the extension did not build: {ops._ext_error}"
+    return module
+
+
+def device_or_skip(device, ext):
+    if device == "cuda" and not ext.with_cuda:
+        pytest.skip("extension built without CUDA")
+    return torch.device(device)
+
+
+def make_logits(n, v, scale, g):
+    x = torch.randn(n, v, generator=g) * scale
+    if n > 2 and v > 3:  # exact 0 and 1 (the stablemax branch point, a naive where gives NaN), ties
+        x[0, :3] = torch.tensor([0.0, 1.0, -1.0])
+        x[1, :] = 1.0
+    return x
+
+
+def reference(kind, logits, labels, weight):
+    """Reference loss and d(sum weight * loss)/d logits, from float64 logits (the softmax reference
+    computes in float32, so softmax is computed here in float64 directly)."""
+    x = logits.detach().double().requires_grad_(True)
+    if kind == "stablemax":
+        loss = ops._stablemax_ref(x, labels)
+    else:
+        loss = torch.nn.functional.cross_entropy(x, labels.long(), ignore_index=ops.IGNORE_INDEX, reduction="none")
+    (loss.double() * weight.double()).sum().backward()
+    return loss.detach().double(), x.grad
+
+
+def fused(kind, logits, labels, weight):
+    x = logits.detach().clone().requires_grad_(True)
+    with ops.use_backend("ext"):
+        loss = ops.cross_entropy(kind, x, labels)
+    (loss * weight.to(loss.dtype)).sum().backward()
+    return loss.detach(), x.grad
+
+
+SHAPES = [(1, 11), (7, 12), (33, 13), (64, 8), (5, 1), (300, 12)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", ["stablemax", "softmax"])
+@pytest.mark.parametrize("n,v", SHAPES)
+@pytest.mark.parametrize("scale", [1.0, 50.0, 1e4])
+def test_cross_entropy_float32_matches_reference(ext, device, kind, n, v, scale):
+    dev = device_or_skip(device, ext)
+    g = torch.Generator().manual_seed(n * 1000 + v)
+    logits = make_logits(n, v, scale, g)
+    labels = torch.randint(0, v, (n,), generator=g)
+    labels[::5] = ops.IGNORE_INDEX
+    weight = torch.rand(n, generator=g) + 0.5
+    want, want_grad = reference(kind, logits, labels, weight)
+    got, got_grad = fused(kind, logits.to(dev), labels.to(dev), weight.to(dev))
+    assert got.dtype == (torch.float64 if kind == "stablemax" else torch.float32)
+    assert got_grad.dtype == torch.float32 and torch.isfinite(got_grad).all()
+    # softmax's -((x_y - m) - log(sum)) (as F.cross_entropy computes it) is float32-accurate in
+    # absolute terms only when the loss is tiny; stablemax's log1p(rest / s_y) is relative-accurate
+    torch.testing.assert_close(got.cpu().double(), want, rtol=2e-6, atol=1e-12 if kind == "stablemax" else 3e-7)
+    torch.testing.assert_close(got_grad.cpu().double(), want_grad, rtol=2e-6, atol=1e-9)
+    assert (got[labels.to(dev) == ops.IGNORE_INDEX] == 0).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", ["stablemax", "softmax"])
+@pytest.mark.parametrize("label_dtype", [torch.int32, torch.int64])
+def test_cross_entropy_bfloat16_and_batch_shapes(ext, device, kind, label_dtype):
+    dev = device_or_skip(device, ext)
+    g = torch.Generator().manual_seed(3)
+    logits = (torch.randn(3, 9, 13, generator=g) * 4).bfloat16()
+    labels = torch.randint(0, 13, (3, 9), generator=g).to(label_dtype)
+    labels[1] = ops.IGNORE_INDEX
+    want, want_grad = reference(kind, logits.view(-1, 13), labels.view(-1).long(), torch.ones(27))
+    got, got_grad = fused(kind, logits.to(dev), labels.to(dev), torch.ones(3, 9, device=dev))
+    assert got.shape == (3, 9) and got_grad.dtype == torch.bfloat16
+    # same bfloat16 inputs: the loss is float32-accurate; the gradient is rounded to bfloat16
+    torch.testing.assert_close(got.cpu().double().view(-1), want, rtol=2e-6, atol=1e-12)
+    torch.testing.assert_close(got_grad.cpu().double().view(-1, 13), want_grad, rtol=1e-2, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", ["stablemax", "softmax"])
+def test_cross_entropy_all_rows_ignored_and_noncontiguous(ext, device, kind):
+    dev = device_or_skip(device, ext)
+    logits = torch.randn(12, 6, device=dev).t()  # [6, 12], not contiguous
+    labels = torch.full((6,), ops.IGNORE_INDEX, device=dev)
+    got, got_grad = fused(kind, logits, labels, torch.ones(6, device=dev))
+    assert (got == 0).all() and (got_grad == 0).all()
+    labels[2] = 11
+    got, got_grad = fused(kind, logits, labels, torch.ones(6, device=dev))
+    want, want_grad = reference(kind, logits.cpu(), labels.cpu(), torch.ones(6))
+    torch.testing.assert_close(got.cpu().double(), want, rtol=2e-6, atol=1e-12)
+    torch.testing.assert_close(got_grad.cpu().double(), want_grad, rtol=2e-6, atol=1e-9)
+
+
+def test_cross_entropy_rejects_bad_labels(ext):
+    with ops.use_backend("ext"), pytest.raises(RuntimeError, match="outside"):
+        ops.cross_entropy("stablemax", torch.randn(4, 12), torch.tensor([0, 3, 12, 1]))
+
+
+def test_stablemax_float32_input_is_close_to_float64(ext):
+    # the float64 reference's property "float32 input == float64 input", up to float32 rounding
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 5, 11, generator=g)
+    labels = torch.randint(0, 11, (2, 5), generator=g)
+    with ops.use_backend("ext"):
+        loss = ops.stablemax_cross_entropy(logits, labels)
+        assert ops.backend() == "ext"
+    torch.testing.assert_close(loss, ops._stablemax_ref(logits.double(), labels), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["stablemax", "softmax"])
+def test_cross_entropy_reference_fixture_on_ext(ext, golden, kind):
+    ref = torch.load(os.path.join(golden, "ce_ref.pt"), weights_only=False)
+    x = ref["logits"].clone().requires_grad_(True)
+    with ops.use_backend("ext"):
+        loss = ops.cross_entropy(kind, x, ref["labels"], ref["ignore_index"])
+    loss.sum().backward()
+    assert loss.dtype == ref[f"{kind}_values"].dtype
+    torch.testing.assert_close(loss, ref[f"{kind}_values"], rtol=1e-6, atol=0)
+    torch.testing.assert_close(x.grad, ref[f"{kind}_grad"], rtol=1e-6, atol=1e-12)
+
+
+# -----------------------------------------------------------------------------
+# puzzle-embedding table
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("id_dtype", [torch.int32, torch.int64])
+def test_gather_rows(ext, device, id_dtype):
+    dev = device_or_skip(device, ext)
+    table = torch.randn(1000, 24, device=dev)
+    ids = torch.tensor([0, 999, 5, 5, 999, 0, 17], dtype=id_dtype, device=dev)
+    with ops.use_backend("ext"):
+        rows = ops.gather_rows(table, ids)
+        empty = ops.gather_rows(table, ids[:0])
+    assert torch.equal(rows, table.index_select(0, ids))
+    assert empty.shape == (0, 24)
+    rows += 1
+    assert not torch.equal(rows, table.index_select(0, ids))  # a copy
+    with ops.use_backend("ext"), pytest.raises(RuntimeError, match="outside"):
+        ops.gather_rows(table, torch.tensor([3, 1000], dtype=id_dtype, device=dev))
+    with ops.use_backend("ext"), pytest.raises(RuntimeError, match="outside"):
+        ops.gather_rows(table, torch.tensor([-1], dtype=id_dtype, device=dev))
+
+
+def sign_sgd_both(table, ids, grads, lr=0.01, wd=0.1):
+    a, b = table.clone(), table.clone()
+    with ops.use_backend("torch"):
+        ops.sparse_sign_sgd_(a, ids, grads, lr, wd)
+    with ops.use_backend("ext"):
+        ops.sparse_sign_sgd_(b, ids, grads, lr, wd)
+    return a, b
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("id_dtype", [torch.int32, torch.int64])
+def test_sign_sgd_bitwise_as_reference(ext, device, id_dtype):
+    dev = device_or_skip(device, ext)
+    g = torch.Generator().manual_seed(5)
+    table = torch.randn(50, 37, generator=g)
+    ids = torch.cat([torch.tensor([0, 49, 0, 49, 49]), torch.randint(0, 50, (200,), generator=g)]).to(id_dtype)
+    grads = torch.randn(len(ids), 37, generator=g)
+    grads[:4] *= 1e8  # big terms that swamp the rest: the summation order shows
+    grads[1, :5] = -grads[3, :5]  # id 49: some columns cancel to exactly 0 -> decay only
+    a, b = sign_sgd_both(table.to(dev), ids.to(dev), grads.to(dev))
+    assert torch.equal(a, b)
+    assert torch.equal(b[1:49].cpu()[~torch.isin(torch.arange(1, 49), ids.long())],
+                       table[1:49][~torch.isin(torch.arange(1, 49), ids.long())])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_sign_sgd_permutation_invariant_on_ext(ext, device):
+    dev = device_or_skip(device, ext)
+    ids = torch.tensor([2, 7, 2, 2, 0, 7], dtype=torch.int32)
+    grads = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
+    grads[[0, 2, 3], 0] = torch.tensor([1e8, 1.0, -1e8])
+    table = torch.randn(8, 3, generator=torch.Generator().manual_seed(1))
+    results = []
+    with ops.use_backend("ext"):
+        for perm in itertools.permutations(range(6)):
+            t = table.to(dev)
+            ops.sparse_sign_sgd_(t, ids[list(perm)].to(dev), grads[list(perm)].to(dev), lr=0.01, weight_decay=0.1)
+            results.append(t.cpu())
+    assert all(torch.equal(t, results[0]) for t in results)
+
+
+def test_sign_sgd_reference_fixture_on_ext(ext, golden):
+    ref = torch.load(os.path.join(golden, "signsgd_ref.pt"), weights_only=False)
+    table = ref["weights_before"].clone()
+    with ops.use_backend("ext"):
+        ops.sparse_sign_sgd_(table, ref["ids"], ref["grad"], ref["lr"], ref["weight_decay"])
+    torch.testing.assert_close(table, ref["weights_after"], rtol=1e-6, atol=0)
+
+
+def test_sign_sgd_rejects_bad_ids(ext):
+    table = torch.zeros(4, 3)
+    with ops.use_backend("ext"), pytest.raises(RuntimeError, match="outside"):
+        ops.sparse_sign_sgd_(table, torch.tensor([1, 4]), torch.ones(2, 3), 0.1, 0.0)
+    assert (table == 0).all()
+
+
+# -----------------------------------------------------------------------------
+# dispatch and the fallback
+
+def test_use_backend_switches_and_restores(ext):
+    with ops.use_backend("torch"):
+        assert ops.backend() == "torch"
+        with ops.use_backend("ext"):
+            assert ops.backend() == "ext"
+        assert ops.backend() == "torch"
+    old = ops.USE_EXT
+    try:
+        ops.USE_EXT = "off"
+        assert ops.backend() == "torch"
+        ops.USE_EXT = "auto"
+        assert ops.backend() == "ext"
+    finally:
+        ops.USE_EXT = old
+    with pytest.raises(ValueError):
+        with ops.use_backend("cuda"):
+            pass
+
+
+def test_no_ext_env_falls_back_with_one_line():
+    code = (
+        "import torch, ops\n"
+        "assert ops.backend() == 'torch'\n"
+        "loss = ops.cross_entropy('stablemax', torch.randn(4, 12), torch.tensor([0, 3, -100, 11]))\n"
+        "assert loss.dtype == torch.float64 and loss[2] == 0\n"
+        "t = torch.zeros(5, 3); ops.sparse_sign_sgd_(t, torch.tensor([0, 4]), torch.ones(2, 3), 0.1, 0.0)\n"
+        "assert (t[[0, 4]] == -0.1).all() and ops.gather_rows(t, torch.tensor([4])).shape == (1, 3)\n"
+        "assert ops.load_ext() is None\n"
+        "try:\n"
+        "    with ops.use_backend('ext'): pass\n"
+        "    raise SystemExit('use_backend(ext) should raise')\n"
+        "except RuntimeError as e:\n"
+        "    assert 'TRM_NO_EXT' in str(e)\n"
+        "print('ok')\n"
+    )
+    env = dict(os.environ, TRM_NO_EXT="1", TRM_USE_EXT="auto")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+    lines = [l for l in out.stderr.splitlines() if l.startswith("trm:")]
+    assert lines == ["trm: C++ extension unavailable (TRM_NO_EXT is set); using the PyTorch reference ops"]
