@@ -13,9 +13,11 @@ A group is an original puzzle plus its augmented copies, a puzzle is one variant
 identifier), an example is one input/label pair. Batches are dicts of int32 tensors:
 inputs [B, L], labels [B, L] (ignored positions are -100), puzzle_identifiers [B].
 """
+import contextlib
 import itertools
 import json
 import os
+import shutil
 from dataclasses import dataclass, fields, replace
 from typing import Iterator
 
@@ -285,3 +287,42 @@ def dihedral(grid: np.ndarray, tid: int) -> np.ndarray:
 
 def inverse_dihedral(grid: np.ndarray, tid: int) -> np.ndarray:
     return dihedral(grid, DIHEDRAL_INVERSE[tid])
+
+
+# -----------------------------------------------------------------------------
+# writing datasets (the prepare_*.py builders)
+
+@contextlib.contextmanager
+def building(output_dir: str):
+    """Build a dataset directory safely: yields a fresh temporary directory next to output_dir,
+    which replaces output_dir only when the block finishes. If the block raises (bad input, a full
+    disk, Ctrl-C), the temporary directory is removed and an existing output_dir is untouched."""
+    output_dir = os.path.normpath(output_dir)
+    tmp, old = f"{output_dir}.tmp-{os.getpid()}", f"{output_dir}.old-{os.getpid()}"
+    for leftover in (tmp, old):  # from an earlier run that was killed
+        shutil.rmtree(leftover, ignore_errors=True)
+    try:
+        os.makedirs(tmp)
+        yield tmp
+        if os.path.exists(output_dir):
+            os.rename(output_dir, old)
+        os.rename(tmp, output_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if os.path.exists(old) and not os.path.exists(output_dir):
+            os.rename(old, output_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_split(out_dir: str, split: str, arrays: dict, meta: dict, set_name: str = "all"):
+    """Write one split: dataset.json from meta (the Metadata fields) and one .npy per array of
+    FIELDS, as the reference lays them out."""
+    missing = [f.name for f in fields(Metadata) if f.name not in meta] + [k for k in FIELDS if k not in arrays]
+    if missing:
+        raise ValueError(f"write_split: missing {', '.join(missing)}")
+    os.makedirs(os.path.join(out_dir, split), exist_ok=True)
+    with open(os.path.join(out_dir, split, "dataset.json"), "w") as f:
+        json.dump({f.name: meta[f.name] for f in fields(Metadata)}, f)
+    for name in FIELDS:
+        np.save(os.path.join(out_dir, split, f"{set_name}__{name}.npy"), arrays[name])

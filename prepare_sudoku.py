@@ -24,11 +24,12 @@ import itertools
 import json
 import math
 import os
-import shutil
 import sys
 
 import numpy as np
 from tqdm import tqdm
+
+from data import building, write_split
 
 BOXES = {4: (2, 2), 6: (2, 3), 9: (3, 3)}  # grid size -> box (rows, cols)
 HEADER = ["source", "question", "answer", "rating"]
@@ -319,7 +320,7 @@ def augment(q: np.ndarray, a: np.ndarray, count: int, rng) -> tuple[np.ndarray, 
 # -----------------------------------------------------------------------------
 # writing
 
-def write_split(out_dir: str, split: str, q: np.ndarray, a: np.ndarray, num_aug: int, rng):
+def write_sudoku_split(out_dir: str, split: str, q: np.ndarray, a: np.ndarray, num_aug: int, rng):
     """One split in the SPEC section 1 layout: each puzzle a group of itself and num_aug variants."""
     N, n = q.shape[0], q.shape[1]
     per_group = 1 + num_aug
@@ -349,11 +350,7 @@ def write_split(out_dir: str, split: str, q: np.ndarray, a: np.ndarray, num_aug:
         "total_puzzles": total,  # the reference writes the number of groups here; nothing reads it for Sudoku
         "sets": ["all"],
     }
-    os.makedirs(os.path.join(out_dir, split))
-    with open(os.path.join(out_dir, split, "dataset.json"), "w") as f:
-        json.dump(meta, f)
-    for name, arr in arrays.items():
-        np.save(os.path.join(out_dir, split, f"all__{name}.npy"), arr)
+    write_split(out_dir, split, arrays, meta)
 
 
 def build(output_dir: str, source: str = "generate", input_dir: str | None = None,
@@ -394,25 +391,11 @@ def build(output_dir: str, source: str = "generate", input_dir: str | None = Non
 
     # Build next to output_dir, then swap it in: a failed build leaves no half-written dataset and
     # keeps the old one.
-    output_dir = os.path.normpath(output_dir)
-    tmp, old = f"{output_dir}.tmp-{os.getpid()}", f"{output_dir}.old-{os.getpid()}"
-    for leftover in (tmp, old):  # from an earlier run that was killed
-        shutil.rmtree(leftover, ignore_errors=True)
-    try:
-        os.makedirs(tmp)
-        write_split(tmp, "train", train_q, train_a, num_aug, rng)
-        write_split(tmp, "test", test_q, test_a, 0, rng)
+    with building(output_dir) as tmp:
+        write_sudoku_split(tmp, "train", train_q, train_a, num_aug, rng)
+        write_sudoku_split(tmp, "test", test_q, test_a, 0, rng)
         with open(os.path.join(tmp, "identifiers.json"), "w") as f:
             json.dump(["<blank>"], f)
-        if os.path.exists(output_dir):
-            os.rename(output_dir, old)
-        os.rename(tmp, output_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if os.path.exists(old) and not os.path.exists(output_dir):
-            os.rename(old, output_dir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
     return output_dir
 
 
