@@ -318,11 +318,19 @@ def building(output_dir: str):
 def write_split(out_dir: str, split: str, arrays: dict, meta: dict, set_name: str = "all"):
     """Write one split: dataset.json from meta (the Metadata fields) and one .npy per array of
     FIELDS, as the reference lays them out."""
-    missing = [f.name for f in fields(Metadata) if f.name not in meta] + [k for k in FIELDS if k not in arrays]
+    missing = [k for k in FIELDS if k not in arrays]
     if missing:
         raise ValueError(f"write_split: missing {', '.join(missing)}")
+    write_metadata(out_dir, split, meta)
+    for name in FIELDS:
+        np.save(os.path.join(out_dir, split, f"{set_name}__{name}.npy"), arrays[name])
+
+
+def write_metadata(out_dir: str, split: str, meta: dict):
+    """DIR/split/dataset.json with the Metadata fields, in the reference's order."""
+    missing = [f.name for f in fields(Metadata) if f.name not in meta]
+    if missing:
+        raise ValueError(f"write_metadata: missing {', '.join(missing)}")
     os.makedirs(os.path.join(out_dir, split), exist_ok=True)
     with open(os.path.join(out_dir, split, "dataset.json"), "w") as f:
         json.dump({f.name: meta[f.name] for f in fields(Metadata)}, f)
-    for name in FIELDS:
-        np.save(os.path.join(out_dir, split, f"{set_name}__{name}.npy"), arrays[name])
