@@ -5,6 +5,9 @@ and on the csrc/ extension ('ext') side by side, in the same run.
     python bench.py                                   # ops + steps at 'arc' and 'sudoku'
     python bench.py --ops=False --configs=sudoku --profile=True   # profiler table of one step
     python bench.py --backends=torch --iters=1 --warmup=0         # reference only, quick
+    python bench.py --ops=False --step=False --prepare=True \
+        --prepare_input=kaggle/combined/arc-agi --reference_repo=../TinyRecursiveModels
+                                                      # prepare_arc.py against the reference builder
 
 Every row is the median over `iters` timed calls after `warmup` untimed ones (CUDA synchronised
 around each call). Columns:
@@ -17,8 +20,21 @@ around each call). Columns:
             CPU: growth of the process's max RSS during the row (a lower bound: 0 when the row
             stayed under an earlier high-water mark)
   ref/ext   on 'ext' rows: reference time / extension time (> 1: the extension is faster)
+
+--prepare=True builds the ARC-AGI-1 recipe (subsets training, evaluation, concept; test set
+evaluation; prepare_num_aug augmentations) from the Kaggle files at prepare_input with
+prepare_arc.py and, given reference_repo (a checkout of the reference, whose builder needs
+argdantic and pydantic), with dataset/build_arc_dataset.py, one after the other; it prints the wall
+time and the peak memory of each (the largest sum of the proportional set sizes of the builder and
+its worker processes, sampled every 20 ms), their ratios, and whether the outputs are byte-identical.
 """
+import filecmp
+import os
 import resource
+import shutil
+import subprocess
+import sys
+import tempfile
 import statistics
 import time
 from contextlib import nullcontext
@@ -40,6 +56,11 @@ ops_batch = 768            # B of the op shapes: CE rows = B * seq_len, table op
 warmup = 2                 # untimed calls before timing
 iters = 5                  # timed calls; the median is reported
 profile = False            # print a torch.profiler table of one step per (config, backend)
+prepare = False            # time prepare_arc.py (and the reference builder) instead; see above
+prepare_input = "../shared/data/arc-kaggle/arc-agi"  # Kaggle file prefix for --prepare
+prepare_num_aug = 1000
+reference_repo = ""        # checkout of the reference TRM code, for its builder ('' = ours only)
+prepare_out = ""           # where the builds go ('' = a temporary folder, removed after)
 seed = 0
 # -----------------------------------------------------------------------------
 from configurator import configure  # noqa: E402
@@ -306,6 +327,79 @@ def bench_step(cfg_name, names):
 
 
 # -----------------------------------------------------------------------------
+# dataset builders
+
+def tree_memory_mb(pid: int) -> float:
+    """Memory of a process and all its descendants (Linux /proc), MB: the sum of their proportional
+    set sizes (Pss: a page shared by n processes, as forked workers share their parent's, counts
+    1/n in each), so the sum is the memory the tree holds."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                total += next((int(line.split()[1]) for line in f if line.startswith("Pss:")), 0)
+            for t in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{t}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total / 1024
+
+
+def run_measured(cmd: list[str], cwd: str) -> tuple[float, float]:
+    """Run cmd to completion; (wall seconds, peak MB of its process tree)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    peak = 0.0
+    while proc.poll() is None:
+        peak = max(peak, tree_memory_mb(proc.pid))
+        time.sleep(0.02)
+    wall = time.perf_counter() - t0
+    err = proc.stderr.read()
+    if proc.returncode:
+        raise SystemExit(f"error: {' '.join(cmd)} failed ({proc.returncode}):\n{err[-2000:]}")
+    return wall, peak
+
+
+def bench_prepare():
+    if not os.path.exists(f"{prepare_input}_training_challenges.json"):
+        raise SystemExit(f"error: {prepare_input}_training_challenges.json not found (--prepare_input)")
+    out = prepare_out or tempfile.mkdtemp(prefix="bench-prepare-")
+    prefix = os.path.abspath(prepare_input)
+    here = os.path.dirname(os.path.abspath(__file__))
+    ours = os.path.join(out, "ours")
+    print(f"prepare: ARC-AGI-1 recipe from {prefix}, {prepare_num_aug} augmentations, cpus={os.cpu_count()}")
+    results = {"prepare_arc.py": run_measured(
+        [sys.executable, "prepare_arc.py", f"--input_file_prefix={prefix}", f"--num_aug={prepare_num_aug}",
+         f"--output_dir={ours}"], here)}
+    if reference_repo:
+        ref = os.path.join(out, "reference")
+        results["reference"] = run_measured(
+            [sys.executable, "-m", "dataset.build_arc_dataset", "--input-file-prefix", prefix, "--output-dir", ref,
+             "--subsets", "training", "evaluation", "concept", "--test-set-name", "evaluation",
+             "--num-aug", str(prepare_num_aug)], os.path.abspath(reference_repo))
+    size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(ours) for f in fs)
+    print(f"{'builder':<16}{'wall s':>10}{'peak MB':>10}   ({size / 1e9:.1f} GB written)")
+    for name, (wall, peak) in results.items():
+        print(f"{name:<16}{wall:>10.1f}{peak:>10.0f}")
+    if reference_repo:
+        (w1, m1), (w0, m0) = results["prepare_arc.py"], results["reference"]
+        same = identical(ref, ours)
+        print(f"reference / ours: {w0 / w1:.1f}x the time, {m0 / m1:.1f}x the peak memory; "
+              f"outputs byte-identical: {'yes' if same else 'NO'}")
+    if not prepare_out:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def identical(a: str, b: str) -> bool:
+    files = sorted(os.path.relpath(os.path.join(d, f), a) for d, _, fs in os.walk(a) for f in fs)
+    return bool(files) and all(filecmp.cmp(os.path.join(a, f), os.path.join(b, f), shallow=False) for f in files)
+
+
+if prepare:
+    bench_prepare()
+    raise SystemExit(0)
 
 names = [b.strip() for b in backends.split(",") if b.strip()]
 for b in names:

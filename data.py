@@ -14,6 +14,7 @@ identifier), an example is one input/label pair. Batches are dicts of int32 tens
 inputs [B, L], labels [B, L] (ignored positions are -100), puzzle_identifiers [B].
 """
 import contextlib
+import csv
 import itertools
 import json
 import os
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 IGNORE_LABEL_ID = -100  # label value the loss skips
+CSV_HEADER = ["source", "question", "answer", "rating"]  # the hub's Sudoku and Maze files
 
 FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
 # metadata that must be the same in every dataset directory that is read together
@@ -334,3 +336,42 @@ def write_metadata(out_dir: str, split: str, meta: dict):
     os.makedirs(os.path.join(out_dir, split), exist_ok=True)
     with open(os.path.join(out_dir, split, "dataset.json"), "w") as f:
         json.dump({f.name: meta[f.name] for f in fields(Metadata)}, f)
+
+
+def read_puzzle_rows(path: str, bad_size=lambda cells: None):
+    """The rows of a CSV file in the hub's format (header source,question,answer,rating) as
+    (line, question, answer, rating). Checks the header, the column count, and that every
+    question and answer has as many characters as the first question, whose length
+    bad_size(cells) may reject by returning a reason; a problem raises ValueError naming the file
+    and line."""
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header != CSV_HEADER:
+            raise ValueError(f"{path}:1: expected header {','.join(CSV_HEADER)}, got {header}")
+        cells = None
+        for row in reader:
+            where = f"{path}:{reader.line_num}"
+            if len(row) != 4:
+                raise ValueError(f"{where}: expected 4 columns, got {len(row)}")
+            _, q, a, rating = row
+            if cells is None:  # the first row fixes the grid size
+                cells = len(q)
+                reason = bad_size(cells)
+                if reason:
+                    raise ValueError(f"{where}: question of {cells} characters is not {reason}")
+            if len(q) != cells or len(a) != cells:
+                raise ValueError(f"{where}: question and answer must have {cells} characters, "
+                                 f"got {len(q)} and {len(a)}")
+            yield reader.line_num, q, a, rating
+
+
+def csv_files(source: str, source_repo: str, input_dir: str | None) -> list[str]:
+    """Paths of train.csv and test.csv: downloaded from the hub dataset source_repo (source 'hub',
+    through huggingface_hub's cache) or in input_dir (source 'csv')."""
+    if source == "hub":
+        from huggingface_hub import hf_hub_download
+        return [hf_hub_download(source_repo, f"{s}.csv", repo_type="dataset") for s in ("train", "test")]
+    if input_dir is None:
+        raise ValueError("source csv needs input_dir")
+    return [os.path.join(input_dir, f"{s}.csv") for s in ("train", "test")]

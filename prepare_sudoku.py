@@ -18,7 +18,6 @@ Examples:
   python prepare_sudoku.py --source=generate --size=6 --num_train=2000 --num_test=500 --min_blanks=18 --num_aug=9 --output_dir=data/sudoku-mini
 """
 import argparse
-import csv
 import functools
 import itertools
 import json
@@ -29,10 +28,9 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
-from data import building, write_split
+from data import building, csv_files, read_puzzle_rows, write_split
 
 BOXES = {4: (2, 2), 6: (2, 3), 9: (3, 3)}  # grid size -> box (rows, cols)
-HEADER = ["source", "question", "answer", "rating"]
 # The mini Sudoku that `python train.py` prepares when data/sudoku-mini is missing: 6x6 puzzles
 # with half the cells blank, 10x augmented; the same as
 #   python prepare_sudoku.py --source=generate --size=6 --num_train=2000 --num_test=500 \
@@ -67,32 +65,21 @@ def read_csv(path: str, min_difficulty: int | None = None) -> tuple[np.ndarray, 
     """Questions and answers of a CSV file as uint8 digit grids [N, n, n] (0 = blank).
     Any malformed row raises ValueError naming the file and line."""
     chars, lines = bytearray(), []  # question + answer of every row kept, and its line
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header != HEADER:
-            raise ValueError(f"{path}:1: expected header {','.join(HEADER)}, got {header}")
-        cells = None
-        for row in reader:
-            where = f"{path}:{reader.line_num}"
-            if len(row) != 4:
-                raise ValueError(f"{where}: expected 4 columns, got {len(row)}")
-            _, q, a, rating = row
-            if cells is None:  # the first row fixes the grid size
-                cells = len(q)
-                if math.isqrt(cells) not in BOXES or math.isqrt(cells) ** 2 != cells:
-                    raise ValueError(f"{where}: question of {cells} characters is not a 4x4, 6x6 or 9x9 grid")
-            if len(q) != cells or len(a) != cells:
-                raise ValueError(f"{where}: question and answer must have {cells} characters, "
-                                 f"got {len(q)} and {len(a)}")
-            if min_difficulty is not None:
-                try:
-                    if int(rating) < min_difficulty:
-                        continue
-                except ValueError:
-                    raise ValueError(f"{where}: rating {rating!r} is not an integer") from None
-            chars += (q + a).encode("ascii", "replace")  # one byte per character: non-ASCII -> '?'
-            lines.append(reader.line_num)
+
+    def bad_size(cells):
+        n = math.isqrt(cells)
+        return None if n in BOXES and n * n == cells else "a 4x4, 6x6 or 9x9 grid"
+
+    for line, q, a, rating in read_puzzle_rows(path, bad_size):
+        if min_difficulty is not None:
+            try:
+                if int(rating) < min_difficulty:
+                    continue
+            except ValueError:
+                raise ValueError(f"{path}:{line}: rating {rating!r} is not an integer") from None
+        chars += (q + a).encode("ascii", "replace")  # one byte per character: non-ASCII -> '?'
+        lines.append(line)
+    cells = len(chars) // (2 * len(lines)) if lines else 0
     if not lines:
         raise ValueError(f"{path}: no puzzles" + (" at this difficulty" if min_difficulty is not None else ""))
 
@@ -372,13 +359,7 @@ def build(output_dir: str, source: str = "generate", input_dir: str | None = Non
             raise ValueError(f"need 1 <= min_blanks <= max_blanks <= {size * size}, got {lo}, {hi}")
         (train_q, train_a), (test_q, test_a) = generate(size, num_train, num_test, lo, hi, rng)
     elif source in ("hub", "csv"):
-        if source == "hub":
-            from huggingface_hub import hf_hub_download
-            files = [hf_hub_download(source_repo, f"{s}.csv", repo_type="dataset") for s in ("train", "test")]
-        else:
-            if input_dir is None:
-                raise ValueError("source csv needs input_dir")
-            files = [os.path.join(input_dir, f"{s}.csv") for s in ("train", "test")]
+        files = csv_files(source, source_repo, input_dir)
         (train_q, train_a), (test_q, test_a) = [read_csv(f, min_difficulty) for f in files]
         if train_q.shape[1:] != test_q.shape[1:]:
             raise ValueError(f"{files[0]} and {files[1]} hold grids of different sizes")

