@@ -9,6 +9,7 @@ Train a Tiny Recursive Model, on one CPU or GPU or under torchrun.
 The defaults below are the mini Sudoku run; config/*.py files and --key=value override them
 (configurator.py). Checkpoints (out_dir/ckpt.pt) hold everything a run needs to continue.
 """
+import importlib
 import json
 import math
 import os
@@ -20,6 +21,7 @@ import torch.distributed as dist
 
 import checkpoint
 from data import PuzzleDataset
+from evaluate import ARCEvaluator, evaluate_split
 from model import TRM, TRMConfig
 from optim import EMA, AdamATan2, SignSGD, lr_at, train_step
 
@@ -77,7 +79,8 @@ from configurator import configure  # noqa: E402
 configure(globals())
 config = {k: v for k, v in globals().items()
           if not k.startswith("_") and isinstance(v, (int, float, bool, str, type(None)))}
-MINI_DATA = "data/sudoku-mini"
+# datasets small enough to build on first use: data_dir -> the builder whose MINI recipe makes it
+EMBEDDED_DATA = {"data/sudoku-mini": "prepare_sudoku", "data/arc-mini": "prepare_arc"}
 # -----------------------------------------------------------------------------
 
 # distributed setup (torchrun sets RANK); plain all_reduce rather than DDP, because the
@@ -115,11 +118,11 @@ def log(*a):
 
 
 # data -------------------------------------------------------------------------
-if not os.path.exists(data_dir) and data_dir == MINI_DATA:
+if not os.path.exists(data_dir) and data_dir in EMBEDDED_DATA:
     if master:
-        import prepare_sudoku
-        log(f"preparing the mini Sudoku dataset in {data_dir} ...")
-        prepare_sudoku.build(data_dir, **prepare_sudoku.MINI)
+        builder = importlib.import_module(EMBEDDED_DATA[data_dir])
+        log(f"preparing {data_dir} with {builder.__name__}.py (its MINI recipe) ...")
+        builder.build(data_dir, **builder.MINI)
     if ddp:
         dist.barrier()
 train_paths = data_dir.split(",")
@@ -206,32 +209,33 @@ def reduce_sum(t):
 
 
 def evaluate():
-    """Per test set: metrics of each batch's final ACT step, summed, divided by the count."""
+    """Per test set: the metrics of each example's final ACT step; on ARC data also pass@K from
+    the votes of every augmented variant (a fresh vote pool each time; evaluate.py)."""
     eval_model = model
     if ema_model is not None:  # a copy holding the averaged weights (and the live puzzle table)
         with torch.random.fork_rng(devices=[]):  # building it draws init values: not from the run's RNG
             eval_model = TRM(model_cfg).to(device)
         eval_model.load_state_dict(model.state_dict())
         ema_model.copy_to(eval_model)
-    eval_model.eval()
-    sums = {}
-    keys = None
-    with torch.inference_mode():
-        for set_name, batch, _ in test_data.iter_test():
-            _, metrics, _ = eval_model.solve(to_device(batch))
-            keys = keys or sorted(metrics)
-            vec = torch.stack([metrics[k].double() for k in keys])
-            sums[set_name] = sums.get(set_name, 0) + vec
-    results = {}
-    for set_name in test_data.data:
-        vec = sums.get(set_name)
-        if vec is None:
-            continue
-        vec = reduce_sum(vec.clone()).cpu()
-        m = dict(zip(keys, vec.tolist()))
-        count = max(m.pop("count"), 1)
-        results[set_name] = {k: v / count for k, v in m.items()}
-    eval_model.train()
+    arc = None
+    if os.path.exists(os.path.join(test_paths[0], "test_puzzles.json")):
+        arc = ARCEvaluator(test_paths[0], blank_identifier_id=test_data.metadata.blank_identifier_id)
+    results = evaluate_split(eval_model, test_data, device, arc=arc, reduce=reduce_sum if ddp else None)
+    for m in results.values():
+        m.pop("count")
+    if arc is not None:
+        if ddp:  # every rank's votes to rank 0, which votes over all of them
+            states = [None] * world_size if master else None
+            dist.gather_object(arc.state(), states, dst=0)
+            if master:
+                arc.votes = {}
+                arc.merge(states)
+        if master:
+            r = arc.result()
+            results["ARC"] = r["metrics"]
+            os.makedirs(out_dir, exist_ok=True)
+            with open(os.path.join(out_dir, "submission.json"), "w") as f:
+                json.dump(r["submission"], f)
     return results
 
 

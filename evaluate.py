@@ -1,0 +1,534 @@
+"""
+Evaluate a checkpoint on a dataset's test split: ours (train.py's ckpt.pt, its config inside) or
+the reference's (a bare state dict, SPEC section 6: the architecture comes from a config file
+or --key=value settings).
+
+    python evaluate.py --ckpt=out/arc-mini/ckpt.pt                       # data and model from the checkpoint
+    python evaluate.py --ckpt=ref/step_518071 --config=config/arc1.py --data=data/arc1
+    python evaluate.py --ckpt=out/sudoku-mini/ckpt.pt --trace=4 --halt_max_steps=8
+
+Every test example runs for halt_max_steps ACT steps (the trained value unless overridden: more
+recursion at test time than in training is allowed), with the EMA weights when the checkpoint has
+them. Writes into out_dir:
+  report.json          metrics per set, accuracy after each ACT step, ARC pass@K with bootstrap
+                       95% intervals, and provenance (commit, checkpoint sha256, dataset
+                       fingerprint, versions, device, wall time, examples/s, peak memory)
+  steps.csv            token and exact accuracy after each ACT step
+  ARC datasets (those with test_puzzles.json), from the votes of all augmented variants
+  (--variants=canonical: the unaugmented one only):
+  submission.json      Kaggle format, two attempts per test input in the original order
+  predictions.jsonl    one line per test input: correct at 1 and 2, votes, the top candidates
+  votes_curve.csv/png  pass@1 and pass@2 against the number of votes (subsampled, repeated)
+  report.html          every test task as coloured grids (demonstrations, input, target, attempts),
+                       failures first; self-contained
+  trace.json/html      with --trace=N: the answer (tokens) and q_halt after every ACT step for the
+                       first N test examples, and a page that shows them changing
+"""
+import hashlib
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import numpy as np
+import torch
+
+import checkpoint
+from data import IGNORE_LABEL_ID, PuzzleDataset, inverse_dihedral
+from model import TRM, TRMConfig
+
+# -----------------------------------------------------------------------------
+# settings (python evaluate.py [config file] --key=value ...)
+ckpt = ""                  # checkpoint: ours (ckpt.pt) or a reference state dict
+data = ""                  # dataset directory ('' = the checkpoint's test data)
+out_dir = ""               # where results go ('' = CKPT_DIR/eval)
+config = ""                # train config whose model settings describe a reference checkpoint
+batch_size = 0             # examples per forward (0 = the checkpoint's global batch, else 256)
+halt_max_steps = 0         # ACT steps per example (0 = as trained / configured)
+use_ema = True             # evaluate the EMA weights when the checkpoint holds them
+variants = "all"           # ARC: vote over 'all' augmented variants, or the 'canonical' one only
+pass_ks = [1, 2, 5, 10, 100, 1000]
+curve_repeats = 8          # repeats of each vote subsample for votes_curve
+bootstrap = 1000           # bootstrap resamples of the tasks for the pass@1 / pass@2 intervals
+html = True                # write report.html (ARC)
+trace = 0                  # record the answer after every ACT step for this many test examples
+device = "auto"
+dtype = "auto"             # forward dtype: 'auto' (bfloat16 on CUDA, float32 on CPU)
+seed = 0
+# architecture of a reference checkpoint, when not in --config (None: TRMConfig's default)
+hidden_size = num_heads = expansion = L_layers = H_cycles = L_cycles = None
+puzzle_emb_ndim = puzzle_emb_len = pos_encodings = mlp_t = rms_norm_eps = rope_theta = None
+no_ACT_continue = loss_type = None
+ARCH_KEYS = ("hidden_size", "num_heads", "expansion", "L_layers", "H_cycles", "L_cycles", "puzzle_emb_ndim",
+             "puzzle_emb_len", "pos_encodings", "mlp_t", "rms_norm_eps", "rope_theta", "halt_max_steps",
+             "no_ACT_continue", "loss_type")
+REF_PREFIXES = ("_orig_mod.model.inner.", "model.inner.")
+# -----------------------------------------------------------------------------
+
+
+# ARC: decoding, de-augmentation, voting ----------------------------------------
+
+SIZE = 30
+
+
+def crop(tokens) -> np.ndarray:
+    """The grid in a 900-token canvas: the largest top-left rectangle of colour tokens (2..11),
+    minus 2. Rows are scanned down while the run of colours at their start is long enough; an
+    empty grid when the corner is not a colour."""
+    c = np.asarray(tokens).reshape(SIZE, SIZE)
+    is_colour = (c >= 2) & (c <= 11)
+    # run[r]: colours at the start of row r; a rectangle of r rows is as wide as the narrowest
+    run = np.where(is_colour.all(1), SIZE, np.argmin(is_colour, 1))
+    width = np.minimum.accumulate(run)
+    area = width * np.arange(1, SIZE + 1)
+    rows = int(np.argmax(area)) + 1  # the first of equal areas, as the reference's scan
+    if area[rows - 1] == 0:
+        return np.zeros((0, 0), np.uint8)
+    return (c[:rows, :width[rows - 1]] - 2).astype(np.uint8)
+
+
+def inverse_variant(name: str):
+    """(task name, function that maps a variant's grid back to the original) for a puzzle name
+    NAME or NAME|||t{transform}|||{colour map}."""
+    if "|||" not in name:
+        return name, lambda g: g
+    task, t, colours = name.split("|||")
+    inverse = np.argsort(np.frombuffer(colours.encode(), np.uint8) - ord("0")).astype(np.uint8)
+    return task, lambda g: inverse[inverse_dihedral(g, int(t[1:]))]
+
+
+def grid_key(grid: np.ndarray) -> bytes:
+    """Identity of a grid for voting: its shape and cells."""
+    return bytes(grid.shape) + np.ascontiguousarray(grid, np.uint8).tobytes()
+
+
+def key_grid(key: bytes) -> np.ndarray:
+    h, w = key[0], key[1]
+    return np.frombuffer(key[2:], np.uint8).reshape(h, w)
+
+
+class ARCEvaluator:
+    """Votes of one evaluation over an ARC test split. Make a new one for every evaluation (the
+    reference keeps votes from earlier evaluations of the same run; this does not).
+
+    update() takes each batch's final predictions; result() ranks the candidates of each test
+    input by votes, then by mean sigmoid(q_halt) (SPEC section 5) and scores them."""
+
+    def __init__(self, data_dir: str, pass_ks=(1, 2, 5, 10, 100, 1000), variants: str = "all",
+                 blank_identifier_id: int = 0):
+        if variants not in ("all", "canonical"):
+            raise ValueError(f"variants must be 'all' or 'canonical', got {variants!r}")
+        for f in ("identifiers.json", "test_puzzles.json"):
+            if not os.path.isfile(os.path.join(data_dir, f)):
+                raise ValueError(f"{os.path.join(data_dir, f)}: not found (an ARC dataset from prepare_arc.py has it)")
+        with open(os.path.join(data_dir, "identifiers.json")) as f:
+            self.names = json.load(f)
+        with open(os.path.join(data_dir, "test_puzzles.json")) as f:
+            self.tasks = json.load(f)
+        self.pass_ks, self.variants, self.blank = list(pass_ks), variants, blank_identifier_id
+        self.votes = {}    # (task, input key) -> [(prediction key, sigmoid q_halt)]
+
+    def update(self, inputs, puzzle_identifiers, preds, q_halt_logits):
+        """One batch: input tokens [B, 900], identifiers [B], predicted tokens [B, 900], q [B]."""
+        inputs, ids, preds = (np.asarray(torch.as_tensor(x).cpu()) for x in (inputs, puzzle_identifiers, preds))
+        q = torch.as_tensor(q_halt_logits).double().sigmoid().cpu().numpy()
+        for inp, pid, pred, qi in zip(inputs, ids, preds, q):
+            if pid == self.blank:
+                continue
+            name = self.names[pid]
+            if self.variants == "canonical" and "|||" in name:
+                continue
+            task, undo = inverse_variant(name)
+            key = (task, grid_key(undo(crop(inp))))
+            self.votes.setdefault(key, []).append((grid_key(undo(crop(pred))), float(qi)))
+
+    def state(self):
+        return self.votes
+
+    def merge(self, states):
+        """Join the votes of other evaluators (the ranks of a distributed evaluation), in order."""
+        for s in states:
+            for k, v in s.items():
+                self.votes.setdefault(k, []).extend(v)
+
+    @staticmethod
+    def rank(votes) -> list[tuple[bytes, int, float]]:
+        """Candidates (key, votes, mean q), most votes first, then highest mean q, then first seen."""
+        count, qsum = Counter(), {}
+        for k, q in votes:
+            count[k] += 1
+            qsum[k] = qsum.get(k, 0.0) + q
+        return sorted(((k, n, qsum[k] / n) for k, n in count.items()), key=lambda c: (c[1], c[2]), reverse=True)
+
+    def test_inputs(self):
+        """(task, test index, input key, label key) for every test input, in the file's order."""
+        for task, puzzle in self.tasks.items():
+            for i, pair in enumerate(puzzle["test"]):
+                yield (task, i, grid_key(np.array(pair["input"], np.uint8)),
+                       grid_key(np.array(pair["output"], np.uint8)))
+
+    def scores(self, ranked_of, ks) -> dict:
+        """Per task: the fraction of its test inputs whose label is in the top k, for each k."""
+        per_task = {}
+        for task, i, ikey, lkey in self.test_inputs():
+            ranked = ranked_of(task, ikey)
+            hits = [any(c[0] == lkey for c in ranked[:k]) for k in ks]
+            per_task.setdefault(task, []).append(hits)
+        return {t: np.mean(np.array(h, float), axis=0) for t, h in per_task.items()}
+
+    def result(self, curve_repeats: int = 0, bootstrap: int = 0, seed: int = 0) -> dict:
+        """{'metrics': {'pass@k': ...}, 'submission', 'rows' (per test input), 'curve', 'tasks'}."""
+        ranked = {key: self.rank(v) for key, v in self.votes.items()}
+        per_task = self.scores(lambda t, k: ranked.get((t, k), []), self.pass_ks)
+        task_scores = np.array(list(per_task.values())) if per_task else np.zeros((0, len(self.pass_ks)))
+        metrics = {f"pass@{k}": float(task_scores[:, j].mean()) if len(task_scores) else 0.0
+                   for j, k in enumerate(self.pass_ks)}
+        rng = np.random.default_rng(seed)
+        if bootstrap and len(task_scores):
+            for k in (1, 2):
+                if k in self.pass_ks:
+                    col = task_scores[:, self.pass_ks.index(k)]
+                    means = col[rng.integers(0, len(col), (bootstrap, len(col)))].mean(1)
+                    metrics[f"pass@{k}_ci95"] = [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+        submission, rows = {}, []
+        for task, i, ikey, lkey in self.test_inputs():
+            cands = ranked.get((task, ikey), [])
+            attempts = [key_grid(c[0]).tolist() for c in cands[:2]]
+            attempts += attempts[:1] * (2 - len(attempts)) if attempts else [[[0]], [[0]]]  # no prediction: a blank answer
+            submission.setdefault(task, []).append({"attempt_1": attempts[0], "attempt_2": attempts[1]})
+            rows.append({"task": task, "test_index": i,
+                         "correct@1": any(c[0] == lkey for c in cands[:1]),
+                         "correct@2": any(c[0] == lkey for c in cands[:2]),
+                         "votes": sum(c[1] for c in cands),
+                         "top": [{"votes": n, "mean_q": round(q, 6), "correct": k == lkey} for k, n, q in cands[:5]]})
+        out = {"metrics": metrics, "submission": submission, "rows": rows}
+        if curve_repeats:
+            out["curve"] = self.curve(curve_repeats, rng)
+        return out
+
+    def curve(self, repeats: int, rng) -> list[dict]:
+        """pass@1 and pass@2 when each test input keeps only n of its votes (drawn at random),
+        for n = 1, 2, 4, ... up to the most votes any input has: mean and std over repeats."""
+        most = max((len(v) for v in self.votes.values()), default=0)
+        sizes = [2 ** i for i in range(int(math.log2(most)) + 1)] if most else []
+        if most and sizes[-1] != most:
+            sizes.append(most)
+        rows = []
+        for n in sizes:
+            runs = []
+            for _ in range(repeats):
+                sub = {key: self.rank([v[i] for i in np.sort(rng.permutation(len(v))[:n])])
+                       for key, v in self.votes.items()}
+                s = self.scores(lambda t, k: sub.get((t, k), []), [1, 2])
+                runs.append(np.mean(list(s.values()), axis=0))
+            runs = np.array(runs)
+            rows.append({"votes": n, "pass@1": float(runs[:, 0].mean()), "pass@1_std": float(runs[:, 0].std()),
+                         "pass@2": float(runs[:, 1].mean()), "pass@2_std": float(runs[:, 1].std())})
+        return rows
+
+    def html_tasks(self, res: dict) -> list[dict]:
+        """The test tasks for report.write_arc_html."""
+        by_task = {}
+        for row, (task, i, ikey, lkey) in zip(res["rows"], self.test_inputs()):
+            cands = self.rank(self.votes.get((task, ikey), []))[:2]
+            by_task.setdefault(task, []).append({
+                "index": i, "input": self.tasks[task]["test"][i]["input"], "target": self.tasks[task]["test"][i]["output"],
+                "attempts": [key_grid(c[0]).tolist() for c in cands] or [None], "votes": [c[1] for c in cands],
+                "correct": row["correct@2"]})
+        return [{"task": t, "demos": [[p["input"], p["output"]] for p in self.tasks[t]["train"]], "tests": tests}
+                for t, tests in by_task.items()]
+
+
+# the evaluation loop (also train.py's) ---------------------------------------
+
+def evaluate_split(model, dataset: PuzzleDataset, device, arc: ARCEvaluator | None = None,
+                   per_step: bool = False, trace: int = 0, reduce=None) -> dict:
+    """Run every test example for the model's halt_max_steps ACT steps in inference mode.
+    Returns {set: metrics} (the final step's, per example; 'count' examples), plus under
+    '_steps' the token and exact accuracy after each step (per_step) and under '_trace' the
+    tokens of the first `trace` examples after each step. reduce(tensor) sums across ranks."""
+    was_training = model.training
+    model.eval()
+    sums, step_sums, traces = {}, {}, []
+    keys = None
+    with torch.inference_mode():
+        for set_name, batch, _ in dataset.iter_test():
+            batch = {k: v.to(device) for k, v in batch.items()}
+            labels = batch["labels"]
+            mask = labels != IGNORE_LABEL_ID
+            real = mask.any(-1)  # padding rows have no labels (Sudoku's real rows have the blank id too)
+            want = max(0, trace - len(traces))
+            rows = torch.nonzero(real).flatten()[:want].tolist() if want else []
+            rec = [[] for _ in rows]
+            qs = [[] for _ in rows]
+
+            def on_step(s, carry, metrics, outputs):
+                if per_step:
+                    correct = (outputs["preds"] == labels) & mask
+                    n = mask.sum(-1).clamp_min(1)
+                    ok = real
+                    v = torch.stack([ok.sum(), torch.where(ok, correct.sum(-1) / n, 0).sum(),
+                                     (ok & (correct.sum(-1) == mask.sum(-1))).sum()]).double()
+                    step_sums[s] = step_sums.get(s, 0) + v
+                for j, r in enumerate(rows):
+                    rec[j].append(outputs["preds"][r].tolist())
+                    qs[j].append(float(outputs["q_halt_logits"][r]))
+
+            carry, metrics, outputs = model.solve(batch, on_step=on_step)
+            for j, r in enumerate(rows):
+                traces.append({"set": set_name, "input": batch["inputs"][r].tolist(),
+                               "target": torch.where(mask[r], labels[r], 0).tolist(), "steps": rec[j], "q_halt": qs[j]})
+            if arc is not None:
+                arc.update(batch["inputs"], batch["puzzle_identifiers"], outputs["preds"], outputs["q_halt_logits"])
+            keys = keys or sorted(metrics)
+            vec = torch.stack([metrics[k].double() for k in keys])
+            sums[set_name] = sums.get(set_name, 0) + vec
+    results = {}
+    for set_name in dataset.data:
+        vec = sums.get(set_name)
+        if vec is None:
+            continue
+        vec = vec.clone()
+        if reduce is not None:
+            reduce(vec)
+        m = dict(zip(keys, vec.cpu().tolist()))
+        count = max(m["count"], 1)
+        results[set_name] = {k: (v if k == "count" else v / count) for k, v in m.items()}
+    if per_step:
+        steps = []
+        for s in sorted(step_sums):
+            v = step_sums[s].clone()
+            if reduce is not None:
+                reduce(v)
+            n, acc, exact = v.cpu().tolist()
+            steps.append({"step": s, "accuracy": acc / max(n, 1), "exact_accuracy": exact / max(n, 1)})
+        results["_steps"] = steps
+    if trace:
+        results["_trace"] = traces
+    model.train(was_training)
+    return results
+
+
+# loading checkpoints -----------------------------------------------------------
+
+def load_recipe(path: str) -> dict:
+    """The settings a train config file sets (run as train.py would run it)."""
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: config file not found: {path}")
+    ns = {"__file__": os.path.abspath(path)}
+    with open(path) as f:
+        exec(compile(f.read(), path, "exec"), ns)
+    return {k: v for k, v in ns.items() if not k.startswith("_") and type(v).__name__ != "module"}
+
+
+def read_checkpoint(path: str) -> tuple[str, dict]:
+    """('ours', checkpoint dict) or ('reference', state dict without its prefix); SystemExit
+    naming the file when it is neither."""
+    obj = checkpoint.load(path, map_location="cpu")
+    if isinstance(obj, dict) and "model" in obj and "model_config" in obj:
+        return "ours", obj
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        for prefix in REF_PREFIXES:
+            if all(k.startswith(prefix) for k in obj):
+                return "reference", {k[len(prefix):]: v for k, v in obj.items()}
+        bad = next(k for k in obj if not k.startswith(REF_PREFIXES))
+        raise SystemExit(f"error: {path}: a state dict, but key {bad!r} has neither reference prefix "
+                         f"({' or '.join(REF_PREFIXES)})")
+    what = f"a dict with keys {sorted(obj)[:8]}" if isinstance(obj, dict) else f"a {type(obj).__name__}"
+    raise SystemExit(f"error: {path}: not a checkpoint (ours holds 'model' and 'model_config'; the "
+                     f"reference's is a state dict of tensors): found {what}")
+
+
+def load_weights(model: TRM, state: dict, path: str):
+    """Load a state dict strictly, except that a puzzle table of another size is replaced by the
+    mean of its rows (SPEC section 6), with a warning; mismatches are listed in one error."""
+    state = dict(state)
+    own = model.state_dict()
+    table = "puzzle_emb.weights"
+    if table in state and table in own and state[table].shape != own[table].shape:
+        if state[table].shape[1:] != own[table].shape[1:]:
+            raise SystemExit(f"error: {path}: puzzle table width {state[table].shape[1]} != model's {own[table].shape[1]}")
+        print(f"warning: {path}: the puzzle table has {state[table].shape[0]} rows and the dataset "
+              f"{own[table].shape[0]} identifiers; using the mean of the loaded rows for every one")
+        state[table] = state[table].mean(0, keepdim=True).expand_as(own[table]).clone()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = [f"missing {missing}" if missing else "", f"unexpected {unexpected}" if unexpected else "",
+                 f"shape (checkpoint vs model) {shapes}" if shapes else ""]
+        raise SystemExit(f"error: {path} does not fit the model: " + "; ".join(p for p in parts if p))
+    model.load_state_dict(state)
+
+
+def build_model(kind: str, ck: dict, meta, settings: dict, dev: str, fdtype: str) -> tuple[TRM, dict]:
+    """The model of a checkpoint with its weights (EMA when asked and present)."""
+    if kind == "ours":
+        cfg = dict(ck["model_config"])
+    else:
+        recipe = load_recipe(settings["config"]) if settings["config"] else {}
+        fields = TRMConfig.__dataclass_fields__
+        cfg = {k: recipe[k] for k in ARCH_KEYS if k in recipe and k in fields}
+        cfg.update({k: settings[k] for k in ARCH_KEYS if settings.get(k) is not None and k in fields})
+    cfg.update(vocab_size=meta.vocab_size, seq_len=meta.seq_len, num_puzzle_identifiers=meta.num_puzzle_identifiers,
+               forward_dtype=fdtype, halt_exploration_prob=0.0)
+    if settings["halt_max_steps"]:
+        cfg["halt_max_steps"] = settings["halt_max_steps"]
+    model = TRM(TRMConfig(**cfg)).to(dev)
+    if kind == "ours":
+        state = ck["model"]
+        if settings["use_ema"] and ck.get("ema") is not None:
+            state = dict(state)
+            state.update(ck["ema"])  # the averaged parameters, by name
+        load_weights(model, state, settings["ckpt"])
+    else:
+        load_weights(model, ck, settings["ckpt"])
+    return model, cfg
+
+
+# provenance -----------------------------------------------------------------------
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def dataset_fingerprint(path: str) -> str:
+    """sha256 over the test split's files and the identifier lists, by name."""
+    h = hashlib.sha256()
+    names = [os.path.join("test", f) for f in sorted(os.listdir(os.path.join(path, "test")))]
+    names += [f for f in ("identifiers.json", "test_puzzles.json") if os.path.exists(os.path.join(path, f))]
+    for n in names:
+        h.update(n.encode() + b"\0" + sha256_file(os.path.join(path, n)).encode())
+    return h.hexdigest()
+
+
+def git_commit() -> str:
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def data_kind(meta, path: str) -> str:
+    if os.path.exists(os.path.join(path, "test_puzzles.json")):
+        return "arc"
+    return "maze" if meta.vocab_size == 6 else "sudoku"
+
+
+# -----------------------------------------------------------------------------
+
+def main(argv=None):
+    from configurator import configure
+    settings = {k: v for k, v in globals().items() if not k.startswith("_") and not k.isupper()
+                and (v is None or isinstance(v, (int, float, bool, str, list)))}
+    configure(settings, argv)
+    s = settings
+    if not s["ckpt"]:
+        raise SystemExit("error: --ckpt=PATH is required")
+    torch.manual_seed(s["seed"])
+    dev = s["device"] if s["device"] != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    dev_type = "cuda" if dev.startswith("cuda") else "cpu"
+    fdtype = s["dtype"] if s["dtype"] != "auto" else ("bfloat16" if dev_type == "cuda" else "float32")
+
+    kind, ck = read_checkpoint(s["ckpt"])
+    data_dir = s["data"]
+    if not data_dir:
+        if kind != "ours":
+            raise SystemExit("error: a reference checkpoint needs --data=DATASET_DIR")
+        data_dir = ck["config"].get("test_data_dir") or ck["config"]["data_dir"]
+    batch = s["batch_size"] or (ck["config"].get("global_batch_size", 256) if kind == "ours" else 256)
+    try:
+        test_data = PuzzleDataset(data_dir.split(","), "test", batch)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"error: {e}")
+    meta = test_data.metadata
+    model, cfg = build_model(kind, ck, meta, s, dev, fdtype)
+    out = s["out_dir"] or os.path.join(os.path.dirname(os.path.abspath(s["ckpt"])), "eval")
+    os.makedirs(out, exist_ok=True)
+    first_dir = data_dir.split(",")[0]
+    dkind = data_kind(meta, first_dir)
+    arc = ARCEvaluator(first_dir, s["pass_ks"], s["variants"], meta.blank_identifier_id) if dkind == "arc" else None
+    print(f"evaluating {s['ckpt']} ({kind} checkpoint, {model.num_params() / 1e6:.2f}M parameters, "
+          f"{cfg['halt_max_steps']} ACT steps) on {data_dir} ({dkind}), device {dev}, {fdtype}, batch {batch}")
+
+    if dev_type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    t0 = time.time()
+    res = evaluate_split(model, test_data, dev, arc=arc, per_step=True, trace=s["trace"])
+    wall = time.time() - t0
+    steps, traces = res.pop("_steps"), res.pop("_trace", [])
+    n_examples = sum(m["count"] for m in res.values())
+    report = {"metrics": res, "steps": steps}
+    for set_name, m in res.items():
+        print(f"[{set_name}] " + " ".join(f"{k} {v:.4f}" for k, v in m.items() if k != "count")
+              + f" ({int(m['count'])} examples)")
+    print("after each ACT step: exact " + " ".join(f"{r['exact_accuracy']:.4f}" for r in steps))
+    with open(os.path.join(out, "steps.csv"), "w") as f:
+        f.write("step,accuracy,exact_accuracy\n")
+        f.writelines(f"{r['step']},{r['accuracy']:.6f},{r['exact_accuracy']:.6f}\n" for r in steps)
+
+    if arc is not None:
+        r = arc.result(curve_repeats=s["curve_repeats"], bootstrap=s["bootstrap"], seed=s["seed"])
+        report["arc"] = {"variants": s["variants"], **r["metrics"], "curve": r.get("curve", [])}
+        print("ARC " + " ".join(f"{k} {v:.4f}" for k, v in r["metrics"].items() if not k.endswith("ci95"))
+              + "".join(f"  {k} [{v[0]:.4f}, {v[1]:.4f}]" for k, v in r["metrics"].items() if k.endswith("ci95")))
+        write_json(os.path.join(out, "submission.json"), r["submission"])
+        with open(os.path.join(out, "predictions.jsonl"), "w") as f:
+            f.writelines(json.dumps(row) + "\n" for row in r["rows"])
+        if r.get("curve"):
+            with open(os.path.join(out, "votes_curve.csv"), "w") as f:
+                f.write("votes,pass@1,pass@1_std,pass@2,pass@2_std\n")
+                f.writelines(f"{c['votes']},{c['pass@1']:.6f},{c['pass@1_std']:.6f},{c['pass@2']:.6f},"
+                             f"{c['pass@2_std']:.6f}\n" for c in r["curve"])
+            import report as rep
+            rep.plot_curve(r["curve"], os.path.join(out, "votes_curve.png"),
+                           f"{os.path.basename(s['ckpt'])}: pass@K vs votes")
+        if s["html"]:
+            import report as rep
+            summary = {k: (f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in r["metrics"].items()}
+            rep.write_arc_html(os.path.join(out, "report.html"), arc.html_tasks(r),
+                               f"ARC evaluation of {s['ckpt']}", summary)
+    if traces:
+        import report as rep
+        traces = [{"kind": dkind, "name": f"{t['set']} example {i}", **t} for i, t in enumerate(traces)]
+        write_json(os.path.join(out, "trace.json"), traces)
+        rep.write_trace_html(os.path.join(out, "trace.html"), traces, f"ACT steps of {s['ckpt']}")
+
+    peak = (torch.cuda.max_memory_allocated(dev) / 2**20 if dev_type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    report["provenance"] = {
+        "checkpoint": os.path.abspath(s["ckpt"]), "checkpoint_kind": kind, "checkpoint_sha256": sha256_file(s["ckpt"]),
+        "data": data_dir, "dataset_fingerprint": dataset_fingerprint(first_dir), "git_commit": git_commit(),
+        "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
+        "device": torch.cuda.get_device_name(dev) if dev_type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "dtype": fdtype, "model_config": cfg, "settings": {k: v for k, v in s.items() if v is not None},
+        "wall_s": round(wall, 3), "examples_per_s": round(n_examples / max(wall, 1e-9), 2),
+        "peak_memory_mb": round(peak, 1), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    write_json(os.path.join(out, "report.json"), report, indent=1)
+    print(f"{n_examples:.0f} examples in {wall:.1f}s ({n_examples / max(wall, 1e-9):.1f}/s); wrote {out}")
+    return report
+
+
+def write_json(path: str, obj, indent=None):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=indent)
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    main()

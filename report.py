@@ -1,0 +1,315 @@
+"""
+Render evaluation results (evaluate.py calls these):
+
+  write_arc_html(path, tasks, title, summary)   every ARC test task: demonstrations, test inputs,
+                                                targets and the two attempts, failures first
+  write_trace_html(path, traces, title)         how the answer of a few puzzles changes over the
+                                                ACT steps (ARC, Sudoku or Maze tokens)
+  plot_curve(rows, png_path, title)             pass@1 and pass@2 against the number of votes
+
+The HTML files are self-contained (inline CSS, no scripts, fonts or images), so they open offline
+and can be copied around as one file. Grids are tables whose cells carry one short CSS class for
+their colour; closing </td> and </tr> tags are optional in HTML and left out, which keeps the report
+of the 400 ARC-AGI-1 evaluation tasks near 8 MB.
+"""
+import html
+import math
+
+# ARC colours 0-9 (the palette of the ARC testing interface)
+PALETTE = ["#000000", "#0074D9", "#FF4136", "#2ECC40", "#FFDC00",
+           "#AAAAAA", "#F012BE", "#FF851B", "#7FDBFF", "#870C25"]
+BOXES = {4: (2, 2), 6: (2, 3), 9: (3, 3)}  # Sudoku size -> box (rows, cols), as in prepare_sudoku.py
+MAZE_CLASSES = ["p", "m1", "m2", "m3", "m4", "m5"]  # token -> class: pad, then "# SGo"
+
+PAGE_CSS = """
+body{font:14px/1.4 sans-serif;margin:1em 2em;color:#222}
+h2{font-size:16px;margin:0 0 .4em}
+h3{font-size:14px;margin:.6em 0 .2em}
+table.sum{border-collapse:collapse;margin:.5em 0}
+table.sum td{border:1px solid #ccc;padding:1px 8px}
+.row{display:flex;flex-wrap:wrap;align-items:flex-start;gap:14px}
+figure{margin:0;padding:3px;border:3px solid transparent}
+figcaption{font-size:12px;color:#555;white-space:nowrap}
+.ok{border-color:#2ECC40}
+.bad{border-color:#FF4136}
+.np{width:60px;height:60px;display:flex;align-items:center;justify-content:center;
+ border:1px dashed #999;color:#999;font-size:11px;text-align:center}
+section{border-top:1px solid #ccc;padding:.8em 0}
+a{text-decoration:none}
+.pass{color:#1a8a2a}
+.fail{color:#d0201a}
+td{padding:0}
+.z1 td{width:18px;height:18px}
+.z2 td{width:12px;height:12px}
+.z3 td{width:8px;height:8px}
+""" + "".join(f".c{i}{{background:{c}}}\n" for i, c in enumerate(PALETTE))
+
+
+def _page(title: str, css: str, body: list[str]) -> str:
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n'
+            f"<title>{html.escape(title)}</title>\n<style>{PAGE_CSS}{css}</style></head><body>\n"
+            f"<h1>{html.escape(title)}</h1>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def _size_class(rows: int, cols: int) -> str:
+    """Cell size class: small grids get big cells, so a 3x3 and a 30x30 grid are both legible."""
+    n = max(rows, cols)
+    return "z1" if n <= 10 else "z2" if n <= 20 else "z3"
+
+
+# -----------------------------------------------------------------------------
+# ARC report
+
+ARC_CSS = """
+table.g{border-collapse:collapse;background:#000}
+table.g td{border:1px solid #555}
+"""
+
+
+def _arc_grid(grid: list[list[int]]) -> str:
+    """A grid of colours 0-9 as a table. Colour 0, the usual background, is the table's background
+    colour: its cells are a bare <td>, 4 bytes instead of 14 for the commonest cell."""
+    rows = len(grid)
+    cols = len(grid[0]) if rows else 0
+    cells = "".join("<tr>" + "".join("<td>" if v == 0 else f"<td class=c{v}>" for v in row)
+                    for row in grid)
+    return f"<table class='g {_size_class(rows, cols)}'>{cells}</table>"
+
+
+def _figure(grid, caption: str, cls: str = "") -> str:
+    """A grid (or a 'no prediction' box for None) with a caption that ends in its size."""
+    if grid is None:
+        content, size = "<div class=np>no prediction</div>", ""
+    else:
+        content, size = _arc_grid(grid), f" {len(grid)}x{len(grid[0]) if grid else 0}"
+    cls = f" class={cls}" if cls else ""
+    return f"<figure{cls}>{content}<figcaption>{caption}{size}</figcaption></figure>"
+
+
+def _ints(grid) -> list[list[int]] | None:
+    """Plain ints (evaluate.py may hand over numpy arrays), so grids compare with ==."""
+    return None if grid is None else [[int(v) for v in row] for row in grid]
+
+
+def _arc_test(test: dict) -> str:
+    target = _ints(test["target"])
+    votes = test.get("votes", [])
+    parts = [_figure(_ints(test["input"]), "input"),
+             _figure(target, "target") if target is not None else
+             "<figure><div class=np>target not given</div><figcaption>target</figcaption></figure>"]
+    for i, attempt in enumerate(test["attempts"]):
+        attempt = _ints(attempt)
+        caption = f"attempt {i + 1}"
+        if i < len(votes):
+            caption += f", {votes[i]} votes"
+        cls = ""
+        if attempt is not None and target is not None:
+            ok = attempt == target
+            caption = ("✓ " if ok else "✗ ") + caption
+            cls = "ok" if ok else "bad"
+        parts.append(_figure(attempt, caption, cls))
+    mark = "<span class=pass>✓ solved</span>" if test["correct"] else "<span class=fail>✗ not solved</span>"
+    return f"<h3>test {test['index']}: {mark}</h3>\n<div class=row>{''.join(parts)}</div>"
+
+
+def _arc_section(anchor: str, task: dict) -> str:
+    tests = task["tests"]
+    solved = sum(t["correct"] for t in tests)
+    passed = solved == len(tests)
+    demos = "".join(f"<div class=row>{_figure(_ints(x), f'demo {i + 1} in')}"
+                    f"{_figure(_ints(y), f'demo {i + 1} out')}</div>"
+                    for i, (x, y) in enumerate(task["demos"]))
+    return (f"<section id={anchor}><h2 class={'pass' if passed else 'fail'}>"
+            f"{'✓' if passed else '✗'} {html.escape(task['task'])} "
+            f"<small>({solved}/{len(tests)} test inputs solved)</small></h2>\n"
+            f"<h3>demonstrations</h3>\n<div class=row>{demos}</div>\n"
+            + "\n".join(_arc_test(t) for t in tests) + "\n</section>")
+
+
+def _summary_table(summary: dict) -> str:
+    def fmt(v):
+        return f"{v:.6g}" if isinstance(v, float) else str(v)
+    rows = "".join(f"<tr><td>{html.escape(str(k))}<td>{html.escape(fmt(v))}" for k, v in summary.items())
+    return f"<table class=sum>{rows}</table>"
+
+
+def write_arc_html(path: str, tasks: list[dict], title: str, summary: dict) -> None:
+    """One page for an ARC evaluation: the summary table, an index of the tasks and one section per
+    task, failed tasks (any test input not solved) first, then by name. Format of `tasks`:
+    {"task": name, "demos": [[input, output], ...], "tests": [{"index", "input", "target" (None if
+    unknown), "attempts" (grids or None), "votes", "correct"}]}, grids as lists of rows of 0-9."""
+    tasks = sorted(tasks, key=lambda t: (all(x["correct"] for x in t["tests"]), t["task"]))
+    anchors = [f"t{i}" for i in range(len(tasks))]  # by position: task names may hold any character
+    index = []
+    for anchor, task in zip(anchors, tasks):
+        passed = all(x["correct"] for x in task["tests"])
+        index.append(f"<a href=#{anchor} class={'pass' if passed else 'fail'}>"
+                     f"{'✓' if passed else '✗'}&nbsp;{html.escape(task['task'])}</a>")
+    failed = sum(not all(x["correct"] for x in t["tests"]) for t in tasks)
+    body = [_summary_table(summary),
+            f"<p>{len(tasks)} tasks, {failed} failed (listed first)</p>",
+            "<nav>" + " ".join(index) + "</nav>"]
+    body += [_arc_section(anchor, task) for anchor, task in zip(anchors, tasks)]
+    _write(path, _page(title, ARC_CSS, body))
+
+
+# -----------------------------------------------------------------------------
+# ACT traces
+
+TRACE_CSS = """
+table.t{border-collapse:collapse}
+table.t td{border:1px solid #ccc;position:relative;text-align:center}
+table.sudoku td{width:22px;height:22px;font-size:14px;border-color:#999}
+table.sudoku td.br{border-right:2px solid #000}
+table.sudoku td.bb{border-bottom:2px solid #000}
+td.gv{background:#e8e8e8;font-weight:bold}
+td.p{background:#f4f4f4}
+td.e{background:#666}
+td.m1{background:#333}
+td.m2{background:#fff}
+td.m3{background:#2ECC40}
+td.m4{background:#FF4136}
+td.m5{background:#0074D9}
+td.x{box-shadow:inset 0 0 0 1px #fff,inset 0 0 0 3px #e00;color:#e00}
+td.d::after{content:"";position:absolute;left:50%;top:50%;width:4px;height:4px;margin:-3px;
+ border-radius:50%;background:#fff;border:1px solid #000}
+.legend{font-size:12px;color:#555}
+"""
+
+
+def _square(tokens) -> list[list[int]]:
+    """Flat tokens [n * n] -> n rows of n ints."""
+    flat = [int(t) for t in tokens]
+    n = math.isqrt(len(flat))
+    if n * n != len(flat):
+        raise ValueError(f"{len(flat)} tokens are not a square grid")
+    return [flat[r * n:(r + 1) * n] for r in range(n)]
+
+
+def _arc_crop(grids: list[list[list[int]]]) -> tuple[int, int]:
+    """Rows and columns of the smallest top-left rectangle holding every non-PAD token of all grids."""
+    rows = cols = 0
+    for g in grids:
+        for r, row in enumerate(g):
+            used = [c for c, v in enumerate(row) if v != 0]
+            if used:
+                rows, cols = max(rows, r + 1), max(cols, used[-1] + 1)
+    return rows, cols
+
+
+def _cell(kind: str, token: int, r: int, c: int, n: int) -> tuple[list[str], str]:
+    """CSS classes and text of one cell of a trace grid."""
+    if kind == "arc":  # PAD 0, EOS 1, colour c -> c + 2
+        return ["p" if token == 0 else "e" if token == 1 else f"c{token - 2}"], ""
+    if kind == "maze":
+        return [MAZE_CLASSES[token]], ""
+    # sudoku: pad 0, digit d -> d + 1 (d = 0 is a blank)
+    classes = ["p"] if token == 0 else []
+    if n in BOXES:  # thick lines between boxes
+        br, bc = BOXES[n]
+        if c % bc == bc - 1 and c < n - 1:
+            classes.append("br")
+        if r % br == br - 1 and r < n - 1:
+            classes.append("bb")
+    return classes, str(token - 1) if token >= 2 else ""
+
+
+def _trace_grid(kind: str, grid, shape, given=None, target=None, prev=None) -> str:
+    """A grid of tokens cropped to shape (rows, cols). Cells differing from target get class x,
+    from prev class d; for Sudoku, cells given in the puzzle (`given` not blank) class gv."""
+    rows, cols = shape
+    n = len(grid)
+    out = []
+    for r in range(rows):
+        out.append("<tr>")
+        for c in range(cols):
+            classes, text = _cell(kind, grid[r][c], r, c, n)
+            if kind == "sudoku" and given is not None and given[r][c] >= 2:
+                classes.append("gv")
+            if target is not None and target[r][c] != 0 and grid[r][c] != target[r][c]:
+                classes.append("x")
+            if prev is not None and grid[r][c] != prev[r][c]:
+                classes.append("d")
+            out.append(f"<td class='{' '.join(classes)}'>{text}" if classes else f"<td>{text}")
+    size = "" if kind == "sudoku" else " " + _size_class(rows, cols)
+    return f"<table class='t {kind}{size}'>{''.join(out)}</table>"
+
+
+def _wrong_cells(step: list[list[int]], target: list[list[int]]) -> int:
+    """Cells where step differs from target, over the target's non-PAD positions (the positions
+    the loss and the exact-accuracy metric count)."""
+    return sum(t != 0 and s != t for srow, trow in zip(step, target) for s, t in zip(srow, trow))
+
+
+def _sigmoid(x: float) -> float:
+    # written both ways so that exp never overflows for large |x|
+    return 1 / (1 + math.exp(-x)) if x >= 0 else math.exp(x) / (1 + math.exp(x))
+
+
+def _trace_section(trace: dict) -> str:
+    kind = trace["kind"]
+    if kind not in ("arc", "sudoku", "maze"):
+        raise ValueError(f"unknown trace kind {kind!r}")
+    inp, target = _square(trace["input"]), _square(trace["target"])
+    steps = [_square(s) for s in trace["steps"]]
+    shape = _arc_crop([inp, target, *steps]) if kind == "arc" else (len(inp), len(inp))
+    given = inp if kind == "sudoku" else None
+    wrong = [_wrong_cells(s, target) for s in steps]
+
+    panels = [f"<figure>{_trace_grid(kind, inp, shape, given)}<figcaption>input</figcaption></figure>",
+              f"<figure>{_trace_grid(kind, target, shape, given)}<figcaption>target</figcaption></figure>"]
+    for i, (step, q) in enumerate(zip(steps, trace["q_halt"], strict=True)):
+        prev = steps[i - 1] if i else None
+        exact = ", exact" if wrong[i] == 0 else ""
+        caption = (f"step {i + 1}: {wrong[i]} wrong{exact}<br>"
+                   f"q_halt {_sigmoid(q):.3f} (logit {q:+.2f})")
+        panels.append(f"<figure class=step>{_trace_grid(kind, step, shape, given, target, prev)}"
+                      f"<figcaption>{caption}</figcaption></figure>")
+    line = " → ".join(map(str, wrong)) if wrong else "(no steps)"
+    crop = f", shown {shape[0]}x{shape[1]} of {len(inp)}x{len(inp)}" if kind == "arc" else ""
+    return (f"<section><h2>{html.escape(trace['name'])} <small>({kind}{crop})</small></h2>\n"
+            f"<p>wrong cells: {line}</p>\n<div class=row>{''.join(panels)}</div></section>")
+
+
+def write_trace_html(path: str, traces: list[dict], title: str) -> None:
+    """One page showing the prediction after every ACT step for each trace:
+    {"kind": "arc" | "sudoku" | "maze", "name", "input", "target", "steps": [tokens per step],
+    "q_halt": [logit per step]}, tokens flat (n * n) in the dataset's token space."""
+    legend = ("<p class=legend>Red outline: cell differs from the target (PAD positions of the "
+              "target are not counted). Dot: cell changed since the previous step. "
+              "q_halt: sigmoid of the halting logit.</p>")
+    _write(path, _page(title, TRACE_CSS, [legend] + [_trace_section(t) for t in traces]))
+
+
+# -----------------------------------------------------------------------------
+# accuracy against votes
+
+def plot_curve(rows: list[dict], png_path: str, title: str) -> None:
+    """pass@1 and pass@2 (with std error bars) against the number of votes on a log2 axis; PNG.
+    rows: [{"votes", "pass@1", "pass@1_std", "pass@2", "pass@2_std"}], accuracies in 0..1."""
+    # A bare Figure renders with Agg and never registers with pyplot: no backend switch for the
+    # caller, no figure left open, and importing report.py does not import matplotlib.
+    from matplotlib.figure import Figure
+
+    rows = sorted(rows, key=lambda r: r["votes"])
+    votes = [r["votes"] for r in rows]
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    for k in ("pass@1", "pass@2"):
+        ax.errorbar(votes, [r[k] for r in rows], yerr=[r[f"{k}_std"] for r in rows],
+                    marker="o", capsize=3, label=k)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(votes, [str(v) for v in votes])  # the measured counts, not 2^k
+    ax.minorticks_off()
+    ax.set_xlabel("votes (augmented predictions per puzzle)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=120)
