@@ -25,8 +25,8 @@ around each call). Columns:
 evaluation; prepare_num_aug augmentations) from the Kaggle files at prepare_input with
 prepare_arc.py and, given reference_repo (a checkout of the reference, whose builder needs
 argdantic and pydantic), with dataset/build_arc_dataset.py, one after the other; it prints the wall
-time and the peak memory of each (the largest sum of the proportional set sizes of the builder and
-its worker processes, sampled every 20 ms), their ratios, and whether the outputs are byte-identical.
+time and the peak memory of each (the largest sum of the resident sets of the builder and its
+worker processes, sampled every 20 ms; an upper bound where workers share pages), their ratios, and whether the outputs are byte-identical.
 """
 import filecmp
 import os
@@ -330,15 +330,16 @@ def bench_step(cfg_name, names):
 # dataset builders
 
 def tree_memory_mb(pid: int) -> float:
-    """Memory of a process and all its descendants (Linux /proc), MB: the sum of their proportional
-    set sizes (Pss: a page shared by n processes, as forked workers share their parent's, counts
-    1/n in each), so the sum is the memory the tree holds."""
+    """Resident memory of a process and all its descendants (Linux /proc), MB: the sum of their
+    resident sets. Pages that forked workers share with their parent count once per process, so
+    for a builder with workers this is an upper bound. (The exact proportional sizes, from
+    smaps_rollup, cost so much kernel time on a large process that sampling them slows it down.)"""
     total, todo = 0, [pid]
     while todo:
         p = todo.pop()
         try:
-            with open(f"/proc/{p}/smaps_rollup") as f:
-                total += next((int(line.split()[1]) for line in f if line.startswith("Pss:")), 0)
+            with open(f"/proc/{p}/status") as f:
+                total += next((int(line.split()[1]) for line in f if line.startswith("VmRSS:")), 0)
             for t in os.listdir(f"/proc/{p}/task"):
                 with open(f"/proc/{p}/task/{t}/children") as f:
                     todo += [int(c) for c in f.read().split()]

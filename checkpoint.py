@@ -50,3 +50,20 @@ def carry_from_state(state, device):
     return Carry(z_H=state["z_H"].to(device), z_L=state["z_L"].to(device),
                  steps=state["steps"].to(device), halted=state["halted"].to(device),
                  current_data={k: v.to(device) for k, v in state["current_data"].items()})
+
+
+def carry_cat(states):
+    """The carries of all ranks (carry_to_state dicts, in rank order) as one for the global batch."""
+    if any(st is None for st in states):
+        return None
+    cat = lambda xs: torch.cat(xs, 0)
+    return {"z_H": cat([st["z_H"] for st in states]), "z_L": cat([st["z_L"] for st in states]),
+            "steps": cat([st["steps"] for st in states]), "halted": cat([st["halted"] for st in states]),
+            "current_data": {k: cat([st["current_data"][k] for st in states]) for k in states[0]["current_data"]}}
+
+
+def carry_rows(state, lo, hi):
+    """Rows [lo, hi) of a saved carry: one rank's part of the global batch."""
+    return {"z_H": state["z_H"][lo:hi], "z_L": state["z_L"][lo:hi], "steps": state["steps"][lo:hi],
+            "halted": state["halted"][lo:hi],
+            "current_data": {k: v[lo:hi] for k, v in state["current_data"].items()}}

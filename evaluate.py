@@ -6,6 +6,7 @@ or --key=value settings).
     python evaluate.py --ckpt=out/arc-mini/ckpt.pt                       # data and model from the checkpoint
     python evaluate.py --ckpt=ref/step_518071 --config=config/arc1.py --data=data/arc1
     python evaluate.py --ckpt=out/sudoku-mini/ckpt.pt --trace=4 --halt_max_steps=8
+    torchrun --standalone --nproc_per_node=4 evaluate.py --ckpt=out/arc1/ckpt.pt   # the test split shared out
 
 Every test example runs for halt_max_steps ACT steps (the trained value unless overridden: more
 recursion at test time than in training is allowed), with the EMA weights when the checkpoint has
@@ -60,6 +61,7 @@ trace = 0                  # record the answer after every ACT step for this man
 device = "auto"
 dtype = "auto"             # forward dtype: 'auto' (bfloat16 on CUDA, float32 on CPU)
 seed = 0
+ddp_timeout = 300          # torchrun: seconds a collective waits for the other ranks
 # architecture of a reference checkpoint, when not in --config (None: TRMConfig's default)
 hidden_size = num_heads = expansion = L_layers = H_cycles = L_cycles = None
 puzzle_emb_ndim = puzzle_emb_len = pos_encodings = mlp_t = rms_norm_eps = rope_theta = None
@@ -131,13 +133,20 @@ class ARCEvaluator:
         with open(os.path.join(data_dir, "test_puzzles.json")) as f:
             self.tasks = json.load(f)
         self.pass_ks, self.variants, self.blank = list(pass_ks), variants, blank_identifier_id
-        self.votes = {}    # (task, input key) -> [(prediction key, sigmoid q_halt)]
+        self.votes = {}    # (task, input key) -> [(prediction key, sigmoid q_halt, example index)]
+        self.seen = 0
 
-    def update(self, inputs, puzzle_identifiers, preds, q_halt_logits):
-        """One batch: input tokens [B, 900], identifiers [B], predicted tokens [B, 900], q [B]."""
+    def update(self, inputs, puzzle_identifiers, preds, q_halt_logits, index=None):
+        """One batch: input tokens [B, 900], identifiers [B], predicted tokens [B, 900], q [B], and
+        each row's position in the test split (default: counting from 0 over the calls). Ranks
+        that share a split pass the positions, so that the votes meet in one order however the
+        split was divided."""
         inputs, ids, preds = (np.asarray(torch.as_tensor(x).cpu()) for x in (inputs, puzzle_identifiers, preds))
         q = torch.as_tensor(q_halt_logits).double().sigmoid().cpu().numpy()
-        for inp, pid, pred, qi in zip(inputs, ids, preds, q):
+        if index is None:
+            index = range(self.seen, self.seen + len(ids))
+        self.seen += len(ids)
+        for inp, pid, pred, qi, i in zip(inputs, ids, preds, q, index):
             if pid == self.blank:
                 continue
             name = self.names[pid]
@@ -145,7 +154,7 @@ class ARCEvaluator:
                 continue
             task, undo = inverse_variant(name)
             key = (task, grid_key(undo(crop(inp))))
-            self.votes.setdefault(key, []).append((grid_key(undo(crop(pred))), float(qi)))
+            self.votes.setdefault(key, []).append((grid_key(undo(crop(pred))), float(qi), int(i)))
 
     def state(self):
         return self.votes
@@ -158,9 +167,10 @@ class ARCEvaluator:
 
     @staticmethod
     def rank(votes) -> list[tuple[bytes, int, float]]:
-        """Candidates (key, votes, mean q), most votes first, then highest mean q, then first seen."""
+        """Candidates (key, votes, mean q), most votes first, then highest mean q, then first seen
+        in the test split's order (which also fixes the order of the sums)."""
         count, qsum = Counter(), {}
-        for k, q in votes:
+        for k, q, _ in sorted(votes, key=lambda v: v[2]):
             count[k] += 1
             qsum[k] = qsum.get(k, 0.0) + q
         return sorted(((k, n, qsum[k] / n) for k, n in count.items()), key=lambda c: (c[1], c[2]), reverse=True)
@@ -218,12 +228,12 @@ class ARCEvaluator:
         sizes = [2 ** i for i in range(int(math.log2(most)) + 1)] if most else []
         if most and sizes[-1] != most:
             sizes.append(most)
+        ordered = {key: sorted(v, key=lambda x: x[2]) for key, v in sorted(self.votes.items())}
         rows = []
         for n in sizes:
             runs = []
             for _ in range(repeats):
-                sub = {key: self.rank([v[i] for i in np.sort(rng.permutation(len(v))[:n])])
-                       for key, v in self.votes.items()}
+                sub = {key: self.rank([v[i] for i in rng.permutation(len(v))[:n]]) for key, v in ordered.items()}
                 s = self.scores(lambda t, k: sub.get((t, k), []), [1, 2])
                 runs.append(np.mean(list(s.values()), axis=0))
             runs = np.array(runs)
@@ -256,6 +266,7 @@ def evaluate_split(model, dataset: PuzzleDataset, device, arc: ARCEvaluator | No
     model.eval()
     sums, step_sums, traces = {}, {}, []
     keys = None
+    start = 0  # position in the split of the global batch's first example
     with torch.inference_mode():
         for set_name, batch, _ in dataset.iter_test():
             batch = {k: v.to(device) for k, v in batch.items()}
@@ -284,7 +295,10 @@ def evaluate_split(model, dataset: PuzzleDataset, device, arc: ARCEvaluator | No
                 traces.append({"set": set_name, "input": batch["inputs"][r].tolist(),
                                "target": torch.where(mask[r], labels[r], 0).tolist(), "steps": rec[j], "q_halt": qs[j]})
             if arc is not None:
-                arc.update(batch["inputs"], batch["puzzle_identifiers"], outputs["preds"], outputs["q_halt_logits"])
+                first = start + dataset.rank * dataset.local_batch_size
+                arc.update(batch["inputs"], batch["puzzle_identifiers"], outputs["preds"], outputs["q_halt_logits"],
+                           index=range(first, first + len(batch["inputs"])))
+            start += dataset.global_batch_size
             keys = keys or sorted(metrics)
             vec = torch.stack([metrics[k].double() for k in keys])
             sums[set_name] = sums.get(set_name, 0) + vec
@@ -444,6 +458,19 @@ def main(argv=None):
     dev_type = "cuda" if dev.startswith("cuda") else "cpu"
     fdtype = s["dtype"] if s["dtype"] != "auto" else ("bfloat16" if dev_type == "cuda" else "float32")
 
+    # torchrun: each rank runs its slice of every test batch; sums and votes meet on rank 0
+    ddp = "RANK" in os.environ
+    rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if ddp else (0, 1)
+    if ddp:
+        import torch.distributed as dist
+        from datetime import timedelta
+        if dev_type == "cuda":
+            dev = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+            torch.cuda.set_device(dev)
+        dist.init_process_group("nccl" if dev_type == "cuda" else "gloo", timeout=timedelta(seconds=s["ddp_timeout"]))
+    master = rank == 0
+    log = print if master else (lambda *a, **k: None)
+
     kind, ck = read_checkpoint(s["ckpt"])
     data_dir = s["data"]
     if not data_dir:
@@ -452,24 +479,37 @@ def main(argv=None):
         data_dir = ck["config"].get("test_data_dir") or ck["config"]["data_dir"]
     batch = s["batch_size"] or (ck["config"].get("global_batch_size", 256) if kind == "ours" else 256)
     try:
-        test_data = PuzzleDataset(data_dir.split(","), "test", batch)
+        test_data = PuzzleDataset(data_dir.split(","), "test", batch, rank=rank, world_size=world)
     except (OSError, ValueError) as e:
         raise SystemExit(f"error: {e}")
     meta = test_data.metadata
     model, cfg = build_model(kind, ck, meta, s, dev, fdtype)
     out = s["out_dir"] or os.path.join(os.path.dirname(os.path.abspath(s["ckpt"])), "eval")
-    os.makedirs(out, exist_ok=True)
+    if master:
+        os.makedirs(out, exist_ok=True)
     first_dir = data_dir.split(",")[0]
     dkind = data_kind(meta, first_dir)
     arc = ARCEvaluator(first_dir, s["pass_ks"], s["variants"], meta.blank_identifier_id) if dkind == "arc" else None
-    print(f"evaluating {s['ckpt']} ({kind} checkpoint, {model.num_params() / 1e6:.2f}M parameters, "
-          f"{cfg['halt_max_steps']} ACT steps) on {data_dir} ({dkind}), device {dev}, {fdtype}, batch {batch}")
+    log(f"evaluating {s['ckpt']} ({kind} checkpoint, {model.num_params() / 1e6:.2f}M parameters, "
+          f"{cfg['halt_max_steps']} ACT steps) on {data_dir} ({dkind}), device {dev}, {fdtype}, batch {batch}"
+        + (f", {world} ranks" if ddp else ""))
 
     if dev_type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     t0 = time.time()
-    res = evaluate_split(model, test_data, dev, arc=arc, per_step=True, trace=s["trace"])
+    res = evaluate_split(model, test_data, dev, arc=arc, per_step=True, trace=s["trace"] if master else 0,
+                         reduce=dist.all_reduce if ddp else None)
+    if ddp and arc is not None:
+        states = [None] * world if master else None
+        dist.gather_object(arc.state(), states, dst=0)
+        if master:
+            arc.votes = {}
+            arc.merge(states)
     wall = time.time() - t0
+    if ddp:
+        dist.destroy_process_group()
+    if not master:
+        return None
     steps, traces = res.pop("_steps"), res.pop("_trace", [])
     n_examples = sum(m["count"] for m in res.values())
     report = {"metrics": res, "steps": steps}

@@ -13,8 +13,10 @@ import importlib
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -72,6 +74,7 @@ ema_rate = 0.99                # a short run: average over the last ~100 steps (
 device = "auto"                # 'auto' (cuda if present), 'cpu', 'cuda', 'cuda:1', ...
 dtype = "auto"                 # forward dtype: 'auto' (bfloat16 on CUDA, float32 on CPU), 'float32', 'bfloat16'
 compile = None                 # torch.compile the recursion; None = on for CUDA only
+ddp_timeout = 300              # torchrun: seconds a collective waits for the other ranks before the job stops
 seed = 0
 # -----------------------------------------------------------------------------
 from configurator import configure  # noqa: E402
@@ -94,7 +97,19 @@ if epochs % eval_interval:
 if ddp:
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     use_cuda = torch.cuda.is_available() and device != "cpu"
-    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    # a rank that died or hangs makes the others' next collective fail after ddp_timeout seconds
+    # (NCCL: with async error handling); the hook below turns that into one line and an exit
+    os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=timedelta(seconds=ddp_timeout))
+
+    def _collective_failed(kind, e, tb):
+        if issubclass(kind, (RuntimeError, dist.DistError)):
+            first = (str(e).strip().splitlines() or [""])[0][:300]
+            print(f"error: rank {rank}: a collective failed ({kind.__name__}: {first}); another rank has "
+                  f"died or did not answer within ddp_timeout={ddp_timeout}s", file=sys.stderr, flush=True)
+            os._exit(1)  # no clean shutdown: the process group is broken
+        sys.__excepthook__(kind, e, tb)
+    sys.excepthook = _collective_failed
     if use_cuda:
         device = f"cuda:{local_rank}"
         torch.cuda.set_device(device)
@@ -176,12 +191,24 @@ if init_from == "resume":
         ema_model.load_state_dict(ck["ema"])
     step, passes_done = ck["step"], ck["passes_done"]
     train_data.load_state_dict(ck["data"])
+    # the carry is saved for the global batch: each rank takes its rows, so a run resumes on any
+    # number of ranks
     if ck["carry"] is not None:
-        carry = checkpoint.carry_from_state(ck["carry"], device)
-    torch.set_rng_state(ck["rng"]["torch"][rank] if rank < len(ck["rng"]["torch"]) else ck["rng"]["torch"][0])
-    if device_type == "cuda" and ck["rng"]["cuda"] is not None:
-        torch.cuda.set_rng_state(ck["rng"]["cuda"][min(rank, len(ck["rng"]["cuda"]) - 1)])
-    log(f"resumed from {ckpt_path} at step {step}")
+        rows = ck["carry"]["steps"].shape[0]
+        if rows == global_batch_size:
+            local = global_batch_size // world_size
+            carry = checkpoint.carry_from_state(checkpoint.carry_rows(ck["carry"], rank * local, (rank + 1) * local), device)
+        else:
+            log(f"note: the checkpoint's ACT carry holds {rows} rows, the global batch {global_batch_size}: "
+                f"every row starts a new puzzle")
+    # each rank's random state; a rank the saved run did not have keeps its fresh seed
+    if rank < len(ck["rng"]["torch"]):
+        torch.set_rng_state(ck["rng"]["torch"][rank])
+        if device_type == "cuda" and ck["rng"]["cuda"] is not None:
+            torch.cuda.set_rng_state(ck["rng"]["cuda"][rank])
+    saved_ranks = len(ck["rng"]["torch"])
+    log(f"resumed from {ckpt_path} at step {step}" + (f" (saved by {saved_ranks} ranks, now {world_size})"
+                                                     if saved_ranks != world_size else ""))
 elif init_from != "scratch":
     raise SystemExit(f"error: init_from must be 'scratch' or 'resume', got {init_from!r}")
 
@@ -225,8 +252,7 @@ def evaluate():
         m.pop("count")
     if arc is not None:
         if ddp:  # every rank's votes to rank 0, which votes over all of them
-            states = [None] * world_size if master else None
-            dist.gather_object(arc.state(), states, dst=0)
+            states = gather(arc.state())
             if master:
                 arc.votes = {}
                 arc.merge(states)
@@ -239,7 +265,20 @@ def evaluate():
     return results
 
 
+def gather(obj):
+    """obj of every rank, in rank order, on the master (None on the others)."""
+    if not ddp:
+        return [obj]
+    out = [None] * world_size if master else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
 def save(metrics=None):
+    """Every rank calls this: the master writes its state with the ACT carry and random states of
+    all ranks (the carry as one global batch)."""
+    carries = gather(checkpoint.carry_to_state(carry))
+    rngs = gather((torch.get_rng_state(), torch.cuda.get_rng_state() if device_type == "cuda" else None))
     if not master:
         return
     checkpoint.save({
@@ -249,11 +288,11 @@ def save(metrics=None):
         "step": step,
         "passes_done": passes_done,
         "data": train_data.state_dict(),
-        "carry": checkpoint.carry_to_state(carry),
-        "rng": {"torch": [torch.get_rng_state()],
-                "cuda": [torch.cuda.get_rng_state()] if device_type == "cuda" else None},
+        "carry": checkpoint.carry_cat(carries),
+        "rng": {"torch": [r[0] for r in rngs], "cuda": [r[1] for r in rngs] if device_type == "cuda" else None},
         "config": config,
         "model_config": asdict(model_cfg),
+        "world_size": world_size,
         "metrics": metrics,
     }, ckpt_path)
 

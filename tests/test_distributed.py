@@ -1,0 +1,165 @@
+# torchrun on CPU with gloo: 2 ranks train and evaluate what 1 rank does (same global batch and
+# seed), a 2-rank checkpoint resumes on 1 rank, and a rank that hangs or dies ends the job with an
+# error instead of a hang.
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import ROOT
+import prepare_arc
+import prepare_sudoku
+
+# a small model on 4x4 Sudoku; no exploration, so that halting depends on the weights only (the
+# exploration draws are per rank)
+TINY = ["--hidden_size=32", "--num_heads=2", "--L_layers=1", "--H_cycles=2", "--L_cycles=1", "--halt_max_steps=2",
+        "--halt_exploration_prob=0.0", "--global_batch_size=16", "--epochs=4", "--eval_interval=2",
+        "--puzzle_emb_ndim=16", "--puzzle_emb_len=2", "--compile=False", "--log_interval=1", "--ema_rate=0.9"]
+ENV = {**os.environ, "TRM_USE_EXT": "off", "OMP_NUM_THREADS": "1"}
+
+
+def launch(nproc, script, *args):
+    if nproc == 1:
+        cmd = [sys.executable, script, *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", script, *args]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+
+
+def run(nproc, script, *args, timeout=300):
+    p = launch(nproc, script, *args)
+    out, err = p.communicate(timeout=timeout)
+    assert p.returncode == 0, out + err
+    return out
+
+
+@pytest.fixture(scope="module")
+def sudoku(tmp_path_factory):
+    d = tmp_path_factory.mktemp("dist")
+    return prepare_sudoku.build(str(d / "data"), source="generate", size=4, num_train=100, num_test=40,
+                                min_blanks=6, num_aug=1, seed=0)
+
+
+def close(a: dict, b: dict, rtol=1e-5):
+    for k in a:
+        scale = b[k].abs().max().clamp_min(1e-12)
+        assert ((a[k] - b[k]).abs().max() / scale) <= rtol, k
+
+
+def load(path):
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+@pytest.fixture(scope="module")
+def runs(sudoku, tmp_path_factory):
+    """1 rank for 20 steps; 2 ranks for 20 steps; 2 ranks for 10 steps, resumed on 1 rank to 20."""
+    d = tmp_path_factory.mktemp("runs")
+    common = [f"--data_dir={sudoku}", *TINY]
+    procs = {"one": launch(1, "train.py", *common, f"--out_dir={d}/one", "--max_steps=20"),
+             "two": launch(2, "train.py", *common, f"--out_dir={d}/two", "--max_steps=20")}
+    out = {}
+    for name, p in procs.items():  # two at a time: the machine has at least 2 cores
+        o, e = p.communicate(timeout=300)
+        assert p.returncode == 0, o + e
+        out[name] = o
+    run(2, "train.py", *common, f"--out_dir={d}/resumed", "--max_steps=10")
+    half = load(f"{d}/resumed/ckpt.pt")
+    out["resumed"] = run(1, "train.py", *common, f"--out_dir={d}/resumed", "--max_steps=20", "--init_from=resume")
+    return {k: load(f"{d}/{k}/ckpt.pt") for k in ("one", "two", "resumed")}, out, half
+
+
+def test_two_ranks_equal_one(runs):
+    ck, out, _ = runs
+    assert "world size 2" in out["two"] and "world size 1" in out["one"]
+    assert ck["one"]["step"] == ck["two"]["step"] == 20
+    close(ck["two"]["model"], ck["one"]["model"])
+    close(ck["two"]["ema"], ck["one"]["ema"])
+    m1, m2 = ck["one"]["metrics"]["all"], ck["two"]["metrics"]["all"]
+    for k in ("accuracy", "exact_accuracy", "q_halt_accuracy", "steps"):
+        assert m1[k] == pytest.approx(m2[k], abs=1e-6), k
+    # the 2-rank checkpoint holds the carry of the whole global batch and both ranks' RNG states
+    assert ck["two"]["carry"]["steps"].shape[0] == 16 and len(ck["two"]["rng"]["torch"]) == 2
+    # only rank 0 printed
+    assert out["two"].count("done: 20 steps") == 1
+
+
+def test_two_rank_checkpoint_resumes_on_one(runs):
+    ck, out, half = runs
+    assert half["step"] == 10 and half["world_size"] == 2
+    assert "resumed from" in out["resumed"] and "(saved by 2 ranks, now 1)" in out["resumed"]
+    assert ck["resumed"]["step"] == 20
+    close(ck["resumed"]["model"], ck["one"]["model"])
+
+
+def test_evaluation_two_ranks_equal_one(tmp_path):
+    data = prepare_arc.build(str(tmp_path / "arc"), subsets=["training"], test_set_name="training", num_aug=3,
+                             task_ids=prepare_arc.MINI["task_ids"][:4], progress=False)
+    run(1, "train.py", "config/arc_mini.py", f"--data_dir={data}", f"--out_dir={tmp_path}/out", "--max_steps=3",
+        "--hidden_size=32", "--num_heads=2", "--puzzle_emb_ndim=32", "--halt_max_steps=2", "--global_batch_size=8")
+    args = [f"--ckpt={tmp_path}/out/ckpt.pt", "--batch_size=6", "--curve_repeats=3", "--bootstrap=100", "--html=False"]
+    run(1, "evaluate.py", *args, f"--out_dir={tmp_path}/e1")
+    two = run(2, "evaluate.py", *args, f"--out_dir={tmp_path}/e2")
+    assert "2 ranks" in two
+    reports = []
+    for e in ("e1", "e2"):
+        with open(tmp_path / e / "report.json") as f:
+            reports.append(json.load(f))
+        with open(tmp_path / e / "submission.json") as f:
+            reports[-1]["submission"] = json.load(f)
+    r1, r2 = reports
+    assert r1["submission"] == r2["submission"]
+    assert {k: v for k, v in r1["arc"].items()} == {k: v for k, v in r2["arc"].items()}
+    # the test split is covered exactly once across the ranks
+    n = sum(len(t["test"]) * 4 for t in json.load(open(os.path.join(data, "test_puzzles.json"))).values())
+    assert r1["metrics"]["all"]["count"] == r2["metrics"]["all"]["count"] == n
+    assert r1["metrics"]["all"]["exact_accuracy"] == pytest.approx(r2["metrics"]["all"]["exact_accuracy"])
+
+
+def worker_pids(launcher: int) -> dict[int, int]:
+    """rank -> pid of the processes torchrun started."""
+    pids = {}
+    for task in os.listdir(f"/proc/{launcher}/task"):
+        with open(f"/proc/{launcher}/task/{task}/children") as f:
+            for pid in map(int, f.read().split()):
+                with open(f"/proc/{pid}/environ", "rb") as e:
+                    env = dict(kv.split(b"=", 1) for kv in e.read().split(b"\0") if b"=" in kv)
+                if b"RANK" in env:
+                    pids[int(env[b"RANK"])] = pid
+    return pids
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the ranks through /proc")
+@pytest.mark.parametrize("fault", ["hang", "die"])
+def test_a_failed_rank_ends_the_job(sudoku, tmp_path, fault):
+    """Rank 1 is stopped (a hang) or killed (a crash) mid-run: the job exits non-zero within a
+    bounded time, rank 0 saying why."""
+    p = launch(2, "train.py", f"--data_dir={sudoku}", *TINY, "--epochs=1000", "--eval_interval=1000",
+               f"--out_dir={tmp_path}/out", "--ddp_timeout=5")
+    try:
+        # wait until training runs
+        deadline = time.time() + 120
+        line = ""
+        while "step 3/" not in line:
+            line = p.stdout.readline()
+            assert line or p.poll() is None, p.stderr.read()
+            assert time.time() < deadline, "training did not start"
+        pids = worker_pids(p.pid)
+        assert set(pids) == {0, 1}
+        t0 = time.time()
+        os.kill(pids[1], signal.SIGSTOP if fault == "hang" else signal.SIGKILL)
+        _, err = p.communicate(timeout=120)
+        assert p.returncode != 0
+        assert time.time() - t0 < 100
+        if fault == "hang":
+            assert "error: rank 0: a collective failed" in err and "ddp_timeout=5s" in err
+    finally:
+        for pid in (worker_pids(p.pid).values() if p.poll() is None else []):
+            os.kill(pid, signal.SIGKILL)
+        if p.poll() is None:
+            p.kill()
+        p.wait()
