@@ -5,7 +5,7 @@ or --key=value settings).
 
     python evaluate.py --ckpt=out/arc-mini/ckpt.pt                       # data and model from the checkpoint
     python evaluate.py --ckpt=ref/step_518071 --config=config/arc1.py --data=data/arc1
-    python evaluate.py --ckpt=out/sudoku-mini/ckpt.pt --trace=4 --halt_max_steps=8
+    python evaluate.py --ckpt=out/sudoku-mini/ckpt.pt --trace=4 --trace_unsolved=True --halt_max_steps=8
     torchrun --standalone --nproc_per_node=4 evaluate.py --ckpt=out/arc1/ckpt.pt   # the test split shared out
 
 Every test example runs for halt_max_steps ACT steps (the trained value unless overridden: more
@@ -58,6 +58,7 @@ curve_repeats = 8          # repeats of each vote subsample for votes_curve
 bootstrap = 1000           # bootstrap resamples of the tasks for the pass@1 / pass@2 intervals
 html = True                # write report.html (ARC)
 trace = 0                  # record the answer after every ACT step for this many test examples
+trace_unsolved = False     # trace the first examples whose answer after step 1 is wrong
 device = "auto"
 dtype = "auto"             # forward dtype: 'auto' (bfloat16 on CUDA, float32 on CPU)
 seed = 0
@@ -257,11 +258,12 @@ class ARCEvaluator:
 # the evaluation loop (also train.py's) ---------------------------------------
 
 def evaluate_split(model, dataset: PuzzleDataset, device, arc: ARCEvaluator | None = None,
-                   per_step: bool = False, trace: int = 0, reduce=None) -> dict:
+                   per_step: bool = False, trace: int = 0, trace_unsolved: bool = False, reduce=None) -> dict:
     """Run every test example for the model's halt_max_steps ACT steps in inference mode.
     Returns {set: metrics} (the final step's, per example; 'count' examples), plus under
     '_steps' the token and exact accuracy after each step (per_step) and under '_trace' the
-    tokens of the first `trace` examples after each step. reduce(tensor) sums across ranks."""
+    tokens of the first `trace` examples after each step (trace_unsolved: the first whose answer
+    after step 1 is wrong). reduce(tensor) sums across ranks."""
     was_training = model.training
     model.eval()
     sums, step_sums, traces = {}, {}, []
@@ -274,26 +276,28 @@ def evaluate_split(model, dataset: PuzzleDataset, device, arc: ARCEvaluator | No
             mask = labels != IGNORE_LABEL_ID
             real = mask.any(-1)  # padding rows have no labels (Sudoku's real rows have the blank id too)
             want = max(0, trace - len(traces))
-            rows = torch.nonzero(real).flatten()[:want].tolist() if want else []
-            rec = [[] for _ in rows]
-            qs = [[] for _ in rows]
+            step_preds, step_q = [], []  # this batch's answers after each step, when tracing
 
             def on_step(s, carry, metrics, outputs):
                 if per_step:
                     correct = (outputs["preds"] == labels) & mask
                     n = mask.sum(-1).clamp_min(1)
-                    ok = real
-                    v = torch.stack([ok.sum(), torch.where(ok, correct.sum(-1) / n, 0).sum(),
-                                     (ok & (correct.sum(-1) == mask.sum(-1))).sum()]).double()
+                    v = torch.stack([real.sum(), torch.where(real, correct.sum(-1) / n, 0).sum(),
+                                     (real & (correct.sum(-1) == mask.sum(-1))).sum()]).double()
                     step_sums[s] = step_sums.get(s, 0) + v
-                for j, r in enumerate(rows):
-                    rec[j].append(outputs["preds"][r].tolist())
-                    qs[j].append(float(outputs["q_halt_logits"][r]))
+                if want:
+                    step_preds.append(outputs["preds"].cpu())
+                    step_q.append(outputs["q_halt_logits"].float().cpu())
 
             carry, metrics, outputs = model.solve(batch, on_step=on_step)
-            for j, r in enumerate(rows):
-                traces.append({"set": set_name, "input": batch["inputs"][r].tolist(),
-                               "target": torch.where(mask[r], labels[r], 0).tolist(), "steps": rec[j], "q_halt": qs[j]})
+            if want:
+                pick = real.clone()
+                if trace_unsolved:  # examples whose first answer is wrong: the steps have work to do
+                    pick &= ((step_preds[0].to(labels.device) != labels) & mask).any(-1)
+                for r in torch.nonzero(pick).flatten()[:want].tolist():
+                    traces.append({"set": set_name, "input": batch["inputs"][r].tolist(),
+                                   "target": torch.where(mask[r], labels[r], 0).tolist(),
+                                   "steps": [p[r].tolist() for p in step_preds], "q_halt": [float(q[r]) for q in step_q]})
             if arc is not None:
                 first = start + dataset.rank * dataset.local_batch_size
                 arc.update(batch["inputs"], batch["puzzle_identifiers"], outputs["preds"], outputs["q_halt_logits"],
@@ -498,6 +502,7 @@ def main(argv=None):
         torch.cuda.reset_peak_memory_stats(dev)
     t0 = time.time()
     res = evaluate_split(model, test_data, dev, arc=arc, per_step=True, trace=s["trace"] if master else 0,
+                         trace_unsolved=s["trace_unsolved"],
                          reduce=dist.all_reduce if ddp else None)
     if ddp and arc is not None:
         states = [None] * world if master else None

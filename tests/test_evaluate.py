@@ -276,3 +276,16 @@ def test_arc_mini_checkpoint_end_to_end(tmp_path):
         rep = json.load(f)
     assert set(rep["arc"]) >= {"pass@1", "pass@2", "pass@1_ci95", "curve", "variants"}
     assert rep["provenance"]["checkpoint_kind"] == "ours"
+
+
+def test_trace_unsolved(golden):
+    """--trace_unsolved records examples whose answer after step 1 is wrong, with every step."""
+    from data import PuzzleDataset
+    from test_model import golden_model
+    model = golden_model(golden, "att_learned")
+    ds = PuzzleDataset([os.path.join(golden, "sudoku_ref_data")], "test", 8)
+    res = evaluate.evaluate_split(model, ds, "cpu", trace=3, trace_unsolved=True, per_step=True)
+    assert len(res["_trace"]) == 3 and len(res["_steps"]) == 4
+    for t in res["_trace"]:
+        assert len(t["steps"]) == 4 and len(t["q_halt"]) == 4
+        assert any(a != b for a, b in zip(t["steps"][0], t["target"]) if b)
