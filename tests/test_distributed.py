@@ -163,3 +163,10 @@ def test_a_failed_rank_ends_the_job(sudoku, tmp_path, fault):
         if p.poll() is None:
             p.kill()
         p.wait()
+
+
+def test_indivisible_global_batch_is_an_error(sudoku, tmp_path):
+    p = launch(2, "train.py", f"--data_dir={sudoku}", *TINY, "--global_batch_size=15", f"--out_dir={tmp_path}/out")
+    out, err = p.communicate(timeout=120)
+    assert p.returncode != 0
+    assert "error: global_batch_size 15 is not divisible by the world size 2" in out + err
