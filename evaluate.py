@@ -1,7 +1,9 @@
 """
 Evaluate a checkpoint on a dataset's test split: ours (train.py's ckpt.pt, its config inside) or
-the reference's (a bare state dict, SPEC section 6: the architecture comes from a config file
-or --key=value settings).
+a reference's: TRM's or HRM's (a state dict, SPEC section 6) or URM's (a dict holding
+model_state_dict), with or without the torch.compile prefix. The architecture of a reference
+checkpoint (trm, urm or hrm) is read from its keys; its sizes come from a config file or
+--key=value settings.
 
     python evaluate.py --ckpt=out/arc-mini/ckpt.pt                       # data and model from the checkpoint
     python evaluate.py --ckpt=ref/step_518071 --config=config/arc1.py --data=data/arc1
@@ -53,6 +55,8 @@ batch_size = 0             # examples per forward (0 = the checkpoint's global b
 halt_max_steps = 0         # ACT steps per example (0 = as trained / configured)
 use_ema = True             # evaluate the EMA weights when the checkpoint holds them
 variants = "all"           # ARC: vote over 'all' augmented variants, or the 'canonical' one only
+scoring = "per_input"      # ARC: a task scores the fraction of its test inputs solved ('per_input', TRM
+                           # and URM), or 1 only when all are ('all_or_nothing', HRM's notebook)
 pass_ks = [1, 2, 5, 10, 100, 1000]
 curve_repeats = 8          # repeats of each vote subsample for votes_curve
 bootstrap = 1000           # bootstrap resamples of the tasks for the pass@1 / pass@2 intervals
@@ -64,13 +68,15 @@ dtype = "auto"             # forward dtype: 'auto' (bfloat16 on CUDA, float32 on
 seed = 0
 ddp_timeout = 300          # torchrun: seconds a collective waits for the other ranks
 # architecture of a reference checkpoint, when not in --config (None: TRMConfig's default)
-hidden_size = num_heads = expansion = L_layers = H_cycles = L_cycles = None
-puzzle_emb_ndim = puzzle_emb_len = pos_encodings = mlp_t = rms_norm_eps = rope_theta = None
+# (arch None: read from the checkpoint's key layout)
+arch = hidden_size = num_heads = expansion = L_layers = H_layers = H_cycles = L_cycles = None
+puzzle_emb_ndim = puzzle_emb_len = pos_encodings = mlp_t = mlp_kind = conv_dtype = rms_norm_eps = rope_theta = None
 no_ACT_continue = loss_type = None
-ARCH_KEYS = ("hidden_size", "num_heads", "expansion", "L_layers", "H_cycles", "L_cycles", "puzzle_emb_ndim",
-             "puzzle_emb_len", "pos_encodings", "mlp_t", "rms_norm_eps", "rope_theta", "halt_max_steps",
-             "no_ACT_continue", "loss_type")
+ARCH_KEYS = ("arch", "hidden_size", "num_heads", "expansion", "L_layers", "H_layers", "H_cycles", "L_cycles",
+             "puzzle_emb_ndim", "puzzle_emb_len", "pos_encodings", "mlp_t", "mlp_kind", "conv_dtype", "rms_norm_eps",
+             "rope_theta", "halt_max_steps", "no_ACT_continue", "loss_type")
 REF_PREFIXES = ("_orig_mod.model.inner.", "model.inner.")
+LAYOUT = ("L_level.", "H_level.", "layers.")  # block keys of TRM, HRM (both) and URM
 # -----------------------------------------------------------------------------
 
 
@@ -123,9 +129,12 @@ class ARCEvaluator:
     input by votes, then by mean sigmoid(q_halt) (SPEC section 5) and scores them."""
 
     def __init__(self, data_dir: str, pass_ks=(1, 2, 5, 10, 100, 1000), variants: str = "all",
-                 blank_identifier_id: int = 0):
+                 blank_identifier_id: int = 0, scoring: str = "per_input"):
         if variants not in ("all", "canonical"):
             raise ValueError(f"variants must be 'all' or 'canonical', got {variants!r}")
+        if scoring not in ("per_input", "all_or_nothing"):
+            raise ValueError(f"scoring must be 'per_input' or 'all_or_nothing', got {scoring!r}")
+        self.scoring = scoring
         for f in ("identifiers.json", "test_puzzles.json"):
             if not os.path.isfile(os.path.join(data_dir, f)):
                 raise ValueError(f"{os.path.join(data_dir, f)}: not found (an ARC dataset from prepare_arc.py has it)")
@@ -184,13 +193,15 @@ class ARCEvaluator:
                        grid_key(np.array(pair["output"], np.uint8)))
 
     def scores(self, ranked_of, ks) -> dict:
-        """Per task: the fraction of its test inputs whose label is in the top k, for each k."""
+        """Per task, for each k: the fraction of its test inputs whose label is in the top k
+        (per_input), or 1 when all of them are (all_or_nothing)."""
         per_task = {}
         for task, i, ikey, lkey in self.test_inputs():
             ranked = ranked_of(task, ikey)
             hits = [any(c[0] == lkey for c in ranked[:k]) for k in ks]
             per_task.setdefault(task, []).append(hits)
-        return {t: np.mean(np.array(h, float), axis=0) for t, h in per_task.items()}
+        combine = np.mean if self.scoring == "per_input" else np.min
+        return {t: combine(np.array(h, float), axis=0) for t, h in per_task.items()}
 
     def result(self, curve_repeats: int = 0, bootstrap: int = 0, seed: int = 0) -> dict:
         """{'metrics': {'pass@k': ...}, 'submission', 'rows' (per test input), 'curve', 'tasks'}."""
@@ -350,9 +361,11 @@ def read_checkpoint(path: str) -> tuple[str, dict]:
     obj = checkpoint.load(path, map_location="cpu")
     if isinstance(obj, dict) and "model" in obj and "model_config" in obj:
         return "ours", obj
+    if isinstance(obj, dict) and isinstance(obj.get("model_state_dict"), dict):  # URM's training script
+        obj = obj["model_state_dict"]
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        for prefix in REF_PREFIXES:
-            if all(k.startswith(prefix) for k in obj):
+        for prefix in REF_PREFIXES + ("",):  # compiled, uncompiled, or keys already bare
+            if all(k.startswith(prefix) for k in obj) and (prefix or any(k.startswith(LAYOUT) for k in obj)):
                 return "reference", {k[len(prefix):]: v for k, v in obj.items()}
         bad = next(k for k in obj if not k.startswith(REF_PREFIXES))
         raise SystemExit(f"error: {path}: a state dict, but key {bad!r} has neither reference prefix "
@@ -394,11 +407,17 @@ def build_model(kind: str, ck: dict, meta, settings: dict, dev: str, fdtype: str
         fields = TRMConfig.__dataclass_fields__
         cfg = {k: recipe[k] for k in ARCH_KEYS if k in recipe and k in fields}
         cfg.update({k: settings[k] for k in ARCH_KEYS if settings.get(k) is not None and k in fields})
+        if settings.get("arch") is None:  # the key layout tells the architecture
+            cfg["arch"] = ("hrm" if any(k.startswith("H_level.") for k in ck)
+                           else "urm" if any(k.startswith("layers.") for k in ck) else "trm")
     cfg.update(vocab_size=meta.vocab_size, seq_len=meta.seq_len, num_puzzle_identifiers=meta.num_puzzle_identifiers,
                forward_dtype=fdtype, halt_exploration_prob=0.0)
     if settings["halt_max_steps"]:
         cfg["halt_max_steps"] = settings["halt_max_steps"]
-    model = TRM(TRMConfig(**cfg)).to(dev)
+    try:
+        model = TRM(TRMConfig(**cfg)).to(dev)
+    except (TypeError, ValueError) as e:
+        raise SystemExit(f"error: model settings {cfg}: {e}")
     if kind == "ours":
         state = ck["model"]
         if settings["use_ema"] and ck.get("ema") is not None:
@@ -493,7 +512,8 @@ def main(argv=None):
         os.makedirs(out, exist_ok=True)
     first_dir = data_dir.split(",")[0]
     dkind = data_kind(meta, first_dir)
-    arc = ARCEvaluator(first_dir, s["pass_ks"], s["variants"], meta.blank_identifier_id) if dkind == "arc" else None
+    arc = (ARCEvaluator(first_dir, s["pass_ks"], s["variants"], meta.blank_identifier_id, s["scoring"])
+           if dkind == "arc" else None)
     log(f"evaluating {s['ckpt']} ({kind} checkpoint, {model.num_params() / 1e6:.2f}M parameters, "
           f"{cfg['halt_max_steps']} ACT steps) on {data_dir} ({dkind}), device {dev}, {fdtype}, batch {batch}"
         + (f", {world} ranks" if ddp else ""))
@@ -528,7 +548,7 @@ def main(argv=None):
 
     if arc is not None:
         r = arc.result(curve_repeats=s["curve_repeats"], bootstrap=s["bootstrap"], seed=s["seed"])
-        report["arc"] = {"variants": s["variants"], **r["metrics"], "curve": r.get("curve", [])}
+        report["arc"] = {"variants": s["variants"], "scoring": s["scoring"], **r["metrics"], "curve": r.get("curve", [])}
         print("ARC " + " ".join(f"{k} {v:.4f}" for k, v in r["metrics"].items() if not k.endswith("ci95"))
               + "".join(f"  {k} [{v[0]:.4f}, {v[1]:.4f}]" for k, v in r["metrics"].items() if k.endswith("ci95")))
         write_json(os.path.join(out, "submission.json"), r["submission"])

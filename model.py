@@ -1,17 +1,29 @@
 """
-The Tiny Recursive Model (TRM, arXiv 2510.04871) in one file.
+The Tiny Recursive Model (TRM, arXiv 2510.04871) in one file, with its successor URM (arXiv
+2512.14693) and its ancestor HRM (arXiv 2506.21734) as switches (`arch`; SPEC-variants.md).
 
 Reading order:
   TRMConfig        the sizes and switches of the network and of ACT halting
-  Block            one post-norm transformer block (attention or mlp_t variant)
+  Block            one post-norm transformer block (attention or mlp_t variant; SwiGLU or ConvSwiGLU)
   TRM.embed        token + puzzle-embedding prefix + positions -> x
-  TRM.recurse      one ACT step: H_cycles x (L_cycles latent updates, one answer update)
+  TRM.recurse      one ACT step: H_cycles x (L_cycles latent updates, one answer update);
+                   URM and HRM differ only here (and in their parameters)
   TRM.forward      the ACT wrapper and the loss head: reset halted rows, recurse, halt, loss
   TRM.solve        evaluation: run every row for halt_max_steps steps
 
 Names: the paper's answer y is z_H here and its latent z is z_L, the names the reference code and
 its checkpoints use. Parameter names match the reference's state dict (SPEC §6) one to one, so a
-reference checkpoint loads after stripping its key prefix, with no renaming.
+reference checkpoint loads after stripping its key prefix, with no renaming. The same holds for the
+URM (`layers.*`, `init_hidden`) and HRM (`H_level.*`, `L_level.*`) checkpoints.
+
+The three architectures share the embedding, the blocks, the ACT wrapper, the loss head and the
+puzzle embedding. They differ in the recursion:
+  trm  one net; z_L = net(z_L, z_H + x) L_cycles times, then z_H = net(z_H, z_L); H_cycles such
+       cycles, the last one with gradient.
+  hrm  the same loop with a second stack for the z_H update (H_level); gradient only through the
+       very last z_L and z_H update ("1-step gradient"); halting learns Q-continue.
+  urm  one state s and one stack (`layers`); an iteration is s = blocks(s + x); H_cycles * L_cycles
+       iterations, the last L_cycles with gradient; ConvSwiGLU channel MLP; a one-position prefix.
 """
 
 import math
@@ -33,16 +45,22 @@ class TRMConfig:
     seq_len: int = 81
     num_puzzle_identifiers: int = 1
     # network
+    arch: str = "trm"             # 'trm' | 'urm' (successor) | 'hrm' (ancestor): see the module docstring
     hidden_size: int = 512
     num_heads: int = 8
     expansion: float = 4.0
-    L_layers: int = 2             # blocks in the one reasoning network
+    L_layers: int = 2             # blocks in the one reasoning network (URM: num_layers; HRM: the L stack)
+    H_layers: int = 0             # HRM only: blocks in the H stack (must be 0 otherwise)
     H_cycles: int = 3             # answer updates per ACT step (only the last one gets gradient)
-    L_cycles: int = 6             # latent updates per answer update
+    L_cycles: int = 6             # latent updates per answer update (URM: H_cycles * L_cycles iterations
+                                  # per ACT step, the last L_cycles with gradient)
     puzzle_emb_ndim: int = 512    # width of the learned per-puzzle embedding, 0 = none
     puzzle_emb_len: int = 16      # prefix positions it occupies; 0 = ceil(puzzle_emb_ndim / hidden_size)
     pos_encodings: str = "rope"   # 'rope' | 'learned' | 'none'
     mlp_t: bool = False           # replace attention by an MLP across the sequence (Sudoku recipe)
+    mlp_kind: str = "swiglu"      # channel MLP: 'swiglu' | 'conv_swiglu' (URM: a causal depthwise conv inside)
+    conv_dtype: str = "bfloat16"  # conv_swiglu: dtype of the conv parameters and of the MLP from the conv
+                                  # input on: 'bfloat16' as URM, or 'float32' (bf16 weights barely train)
     rms_norm_eps: float = 1e-5
     rope_theta: float = 10000.0
     # adaptive computation time (ACT)
@@ -52,6 +70,37 @@ class TRMConfig:
     # loss
     loss_type: str = "stablemax"  # 'stablemax' | 'softmax'
     forward_dtype: str = "float32"  # 'float32' (CPU) | 'bfloat16' (CUDA); parameters stay float32
+
+    def __post_init__(self):
+        """Reject settings that make none of the three models (train.py prints the ValueError)."""
+        def need(ok, msg):
+            if not ok:
+                raise ValueError(msg)
+        a = f"arch={self.arch!r}"
+        need(self.arch in ("trm", "urm", "hrm"), f"arch must be 'trm', 'urm' or 'hrm', got {self.arch!r}")
+        need(self.hidden_size % self.num_heads == 0, "hidden_size must be a multiple of num_heads")
+        need(self.pos_encodings in ("rope", "learned", "none"), f"unknown pos_encodings {self.pos_encodings!r}")
+        need(self.mlp_kind in ("swiglu", "conv_swiglu"),
+             f"mlp_kind must be 'swiglu' or 'conv_swiglu', got {self.mlp_kind!r}")
+        need(self.conv_dtype in ("bfloat16", "float32"),
+             f"conv_dtype must be 'bfloat16' or 'float32', got {self.conv_dtype!r}")
+        need((self.H_layers > 0) == (self.arch == "hrm"),
+             f"{a}: H_layers (HRM's H stack) must be positive for hrm and 0 otherwise, got {self.H_layers}")
+        if self.arch in ("urm", "hrm"):
+            # the references have no puzzle_emb_len: their prefix is ceil(puzzle_emb_ndim / hidden_size)
+            need(self.puzzle_emb_ndim == 0 or self.prefix_len == -(-self.puzzle_emb_ndim // self.hidden_size),
+                 f"{a}: the puzzle prefix is ceil(puzzle_emb_ndim / hidden_size) positions: "
+                 "set puzzle_emb_len=0")
+            need(not self.mlp_t, f"{a}: attention only, no mlp_t")
+        if self.arch == "urm":
+            # URM builds RoPE whatever pos_encodings says: ask for it rather than ignore the setting
+            need(self.pos_encodings == "rope", f"{a}: URM always uses RoPE: set pos_encodings='rope'")
+            need(self.no_ACT_continue, f"{a}: URM halts on q_halt > 0 and learns no Q-continue: "
+                 "set no_ACT_continue=True")
+        if self.arch == "hrm":
+            need(self.pos_encodings in ("rope", "learned"), f"{a}: HRM needs pos_encodings 'rope' or 'learned'")
+            need(not self.no_ACT_continue, f"{a}: HRM halts on q_halt > q_continue and learns Q-continue: "
+                 "set no_ACT_continue=False")
 
     @property
     def prefix_len(self):
@@ -118,6 +167,28 @@ class SwiGLU(nn.Module):
         return self.down_proj(F.silu(gate) * up)
 
 
+class ConvSwiGLU(nn.Module):
+    """URM's channel MLP: down(silu(conv(silu(gate) * up))), where conv is a depthwise convolution of
+    kernel 2 over the sequence axis, causal: c[t] = w0 * u[t-1] + w1 * u[t] + b per channel, u[-1] = 0
+    (on a flattened grid, a cell mixes with its left neighbour; the first token with the prefix).
+    URM keeps the conv parameters in bfloat16 and casts the conv input to it, so the conv, the SiLU
+    after it and down_proj run in bfloat16 (`dtype`); the output returns in the input's dtype."""
+
+    def __init__(self, width, expansion, dtype):
+        super().__init__()
+        inner = -(-round(expansion * width * 2 / 3) // 256) * 256  # as SwiGLU
+        self.gate_up_proj = Linear(width, 2 * inner)
+        # PyTorch's default Conv1d init (uniform +-1/sqrt(2) for weight [inner, 1, 2] and bias), then cast
+        self.dwconv = nn.Conv1d(inner, inner, kernel_size=2, padding=1, groups=inner).to(dtype)
+        self.down_proj = Linear(inner, width)
+
+    def forward(self, x):
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        u = (F.silu(gate) * up).to(self.dwconv.weight.dtype).transpose(1, 2)  # [B, inner, S]
+        c = self.dwconv(u)[..., :x.shape[1]]  # padding 1 on both sides: the first S outputs are causal
+        return self.down_proj(F.silu(c).transpose(1, 2)).to(x.dtype)
+
+
 def rope_tables(head_dim, n_pos, theta):
     """cos, sin [n_pos, head_dim] for 'rotate half' RoPE (both halves share the frequencies)."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
@@ -162,7 +233,10 @@ class Block(nn.Module):
             self.mlp_t = SwiGLU(cfg.prefix_len + cfg.seq_len, cfg.expansion)
         else:
             self.self_attn = Attention(cfg.hidden_size, cfg.num_heads)
-        self.mlp = SwiGLU(cfg.hidden_size, cfg.expansion)
+        if cfg.mlp_kind == "conv_swiglu":
+            self.mlp = ConvSwiGLU(cfg.hidden_size, cfg.expansion, getattr(torch, cfg.conv_dtype))
+        else:
+            self.mlp = SwiGLU(cfg.hidden_size, cfg.expansion)
 
     def forward(self, x, rope):
         if hasattr(self, "mlp_t"):
@@ -174,11 +248,12 @@ class Block(nn.Module):
 
 
 class Reasoner(nn.Module):
-    """net(z, injection) = blocks(z + injection): the one network behind both updates."""
+    """net(z, injection) = blocks(z + injection): TRM's one network behind both updates (HRM: one
+    for each update, H_level and L_level)."""
 
-    def __init__(self, cfg: TRMConfig):
+    def __init__(self, cfg: TRMConfig, n_layers):
         super().__init__()
-        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.L_layers))
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(n_layers))
 
     def forward(self, z, injection, rope):
         z = z + injection
@@ -212,8 +287,8 @@ class PuzzleEmbedding(nn.Module):
 class Carry:
     """Everything ACT keeps between calls: per row, the recursion state, the steps taken, whether
     it halted, and the batch row it is working on."""
-    z_H: torch.Tensor               # [B, P+L, h] answer state (paper: y)
-    z_L: torch.Tensor               # [B, P+L, h] latent state (paper: z)
+    z_H: torch.Tensor               # [B, P+L, h] answer state (paper: y); URM: its one state
+    z_L: torch.Tensor               # [B, P+L, h] latent state (paper: z); URM: the same tensor as z_H
     steps: torch.Tensor             # [B] int32
     halted: torch.Tensor            # [B] bool
     current_data: dict = field(default_factory=dict)  # inputs, labels, puzzle_identifiers
@@ -225,9 +300,7 @@ class Carry:
 class TRM(nn.Module):
     def __init__(self, cfg: TRMConfig):
         super().__init__()
-        assert cfg.hidden_size % cfg.num_heads == 0, "hidden_size must be a multiple of num_heads"
-        assert cfg.pos_encodings in ("rope", "learned", "none"), f"pos_encodings {cfg.pos_encodings!r}"
-        self.cfg = cfg
+        self.cfg = cfg  # validated by TRMConfig.__post_init__
         h, P = cfg.hidden_size, cfg.prefix_len
         self.P = P
         self.dtype = getattr(torch, cfg.forward_dtype)
@@ -247,10 +320,17 @@ class TRM(nn.Module):
             cos, sin = rope_tables(h // cfg.num_heads, P + cfg.seq_len, cfg.rope_theta)
             self.rope_cos = nn.Buffer(cos, persistent=False)
             self.rope_sin = nn.Buffer(sin, persistent=False)
-        self.L_level = Reasoner(cfg)
         # initial states: random, never trained, saved with the weights
-        self.H_init = nn.Buffer(trunc_normal_(torch.empty(h), 1.0))
-        self.L_init = nn.Buffer(trunc_normal_(torch.empty(h), 1.0))
+        if cfg.arch == "urm":
+            # one stack applied to one state, both named as in URM's checkpoints
+            self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.L_layers))
+            self.init_hidden = nn.Buffer(trunc_normal_(torch.empty(h), 1.0))
+        else:
+            if cfg.arch == "hrm":
+                self.H_level = Reasoner(cfg, cfg.H_layers)
+            self.L_level = Reasoner(cfg, cfg.L_layers)
+            self.H_init = nn.Buffer(trunc_normal_(torch.empty(h), 1.0))
+            self.L_init = nn.Buffer(trunc_normal_(torch.empty(h), 1.0))
 
     # ----------------------------------------------------------------------------------------
     # the network
@@ -271,21 +351,42 @@ class TRM(nn.Module):
     def recurse(self, z_H, z_L, x):
         """One ACT step of deep recursion. Returns the detached new state, the token logits
         [B, L, V] and (q_halt, q_continue) [B] in float32."""
-        rope = (self.rope_cos, self.rope_sin) if self.cfg.pos_encodings == "rope" else None
-        net = self.L_level
-        # H_cycles-1 improvement cycles without gradient: they only move the state forward ...
-        with torch.no_grad():
-            for _ in range(self.cfg.H_cycles - 1):
-                for _ in range(self.cfg.L_cycles):
-                    z_L = net(z_L, z_H + x, rope)  # latent update sees the answer and the input
-                z_H = net(z_H, z_L, rope)          # answer update sees the latent only
-        # ... and one with gradient, so memory does not grow with the recursion depth
-        for _ in range(self.cfg.L_cycles):
-            z_L = net(z_L, z_H + x, rope)
-        z_H = net(z_H, z_L, rope)
+        cfg = self.cfg
+        rope = (self.rope_cos, self.rope_sin) if cfg.pos_encodings == "rope" else None
+        if cfg.arch == "urm":
+            # URM: one state s (carried as z_H; z_L is ignored and returned as z_H). An iteration
+            # re-injects the input, then runs every block; only the last L_cycles get gradient.
+            def iteration(s):
+                s = s + x
+                for layer in self.layers:
+                    s = layer(s, rope)
+                return s
+            with torch.no_grad():
+                for _ in range((cfg.H_cycles - 1) * cfg.L_cycles):
+                    z_H = iteration(z_H)
+            for _ in range(cfg.L_cycles):
+                z_H = iteration(z_H)
+        else:
+            L_net = self.L_level
+            H_net = self.H_level if cfg.arch == "hrm" else self.L_level  # TRM: one net for both
+            # z_L updates of the last cycle that get gradient: TRM all of them, HRM only the last
+            n_grad = 1 if cfg.arch == "hrm" else cfg.L_cycles
+            # the cycles without gradient: they only move the state forward ...
+            with torch.no_grad():
+                for cycle in range(cfg.H_cycles):
+                    last = cycle == cfg.H_cycles - 1
+                    for _ in range(cfg.L_cycles - (n_grad if last else 0)):
+                        z_L = L_net(z_L, z_H + x, rope)  # latent update sees the answer and the input
+                    if not last:
+                        z_H = H_net(z_H, z_L, rope)      # answer update sees the latent only
+            # ... and the end of the last cycle with gradient, so memory does not grow with depth
+            for _ in range(n_grad):
+                z_L = L_net(z_L, z_H + x, rope)
+            z_H = H_net(z_H, z_L, rope)
         logits = self.lm_head(z_H)[:, self.P:]
         q = self.q_head(z_H[:, 0]).float()
-        return z_H.detach(), z_L.detach(), logits, q[:, 0], q[:, 1]
+        z_H = z_H.detach()
+        return z_H, (z_H if cfg.arch == "urm" else z_L.detach()), logits, q[:, 0], q[:, 1]
 
     # ----------------------------------------------------------------------------------------
     # ACT wrapper and loss head
@@ -307,8 +408,9 @@ class TRM(nn.Module):
         cfg = self.cfg
         # 1. halted rows restart from the initial state on the new batch's row; others continue
         reset = carry.halted
-        z_H = torch.where(reset[:, None, None], self.H_init.to(self.dtype), carry.z_H)
-        z_L = torch.where(reset[:, None, None], self.L_init.to(self.dtype), carry.z_L)
+        H0, L0 = (self.init_hidden, self.init_hidden) if cfg.arch == "urm" else (self.H_init, self.L_init)
+        z_H = torch.where(reset[:, None, None], H0.to(self.dtype), carry.z_H)
+        z_L = torch.where(reset[:, None, None], L0.to(self.dtype), carry.z_L)
         steps = torch.where(reset, 0, carry.steps)
         data = {k: torch.where(reset.view(-1, *[1] * (v.ndim - 1)), batch[k], carry.current_data[k])
                 for k, v in batch.items()}

@@ -1,7 +1,8 @@
 """
-Optimisation for TRM (SPEC section 4): AdamATan2 for the parameters, sign-SGD for the puzzle
-embedding table (a buffer), the shared warmup + cosine learning-rate schedule, and the EMA of
-the parameters used for evaluation and checkpoints.
+Optimisation for TRM (SPEC section 4): AdamATan2 for the parameters (or URM's Muon,
+SPEC-variants section 8.3), sign-SGD for the puzzle embedding table (a buffer), the shared
+warmup + cosine learning-rate schedule, and the EMA of the parameters used for evaluation and
+checkpoints.
 """
 import math
 from collections import defaultdict
@@ -71,6 +72,143 @@ def _adam_atan2_(params, grads, exp_avgs, exp_avg_sqs, t, lr, beta1, beta2, weig
     updates = [torch.atan2(m, d) for m, d in zip(exp_avgs, denoms)]  # there is no foreach atan2
     torch._foreach_mul_(updates, lr / bias_correction1)
     torch._foreach_sub_(params, updates)
+
+
+# Newton-Schulz coefficients (a, b, c) of Muon as URM uses it (SPEC-variants section 8.3), one
+# triple per step. They do not converge to the orthogonal factor: each step maps a singular value
+# s to a s + b s^3 + c s^5, and after the five steps every singular value that started at least
+# 1e-3 of the Frobenius norm lies in about [0.45, 1.83] (tests/test_muon.py checks this).
+NEWTON_SCHULZ_COEFFS = (
+    (7.2086, -15.5131, 9.0178),
+    (3.9623, -2.5813, 0.4542),
+    (3.9466, -2.5765, 0.4544),
+    (3.8991, -2.5671, 0.4566),
+    (3.7186, -2.5308, 0.4653),
+)
+
+
+def newton_schulz(n):
+    """
+    Approximate orthogonalisation of a matrix n [rows, cols], in float32: X = n / max(||n||_F, 1e-7),
+    transposed first when it has more rows than columns (so that A below is the smaller Gram
+    matrix), then X <- a X + (b A + c A^2) X with A = X X^T for each coefficient triple, and the
+    transpose undone. Returns float32 [rows, cols].
+    """
+    x = n.to(torch.float32)
+    tall = x.shape[0] > x.shape[1]
+    if tall:
+        x = x.T
+    x = x / x.norm().clamp_min(1e-7)
+    for a, b, c in NEWTON_SCHULZ_COEFFS:
+        A = x @ x.T
+        x = a * x + (b * A + c * (A @ A)) @ x
+    return x.T if tall else x
+
+
+def _compute_dtype(p):
+    # float32 for float32 / bf16 / fp16 parameters; a float64 parameter keeps float64
+    return torch.float64 if p.dtype == torch.float64 else torch.float32
+
+
+class Muon(torch.optim.Optimizer):
+    """
+    Muon with an AdamW for the non-matrix parameters, as URM's use_muon option (SPEC-variants
+    section 8.3). Construction splits the parameters into two param_groups:
+      param_groups[0], tagged muon=True: every parameter with exactly 2 dims (linear weights, the
+        token embedding, lm_head, q_head.weight);
+      param_groups[1], tagged muon=False: all others (biases, the [inner, 1, 2] conv weight, ...).
+    Both groups are always there (one may be empty) and both take the lr the training loop writes
+    into param_groups[i]['lr'] before each step. params may also be (name, parameter) pairs, as
+    from named_parameters(); the names are dropped.
+    Muon step, per matrix p [rows, cols] with gradient g (momentum mu = 0.95):
+        buf = mu * buf + g;  n = g + mu * buf          (Nesterov)
+        X = newton_schulz(n)                           (float32)
+        p *= 1 - lr * wd;  p -= lr * 0.2 * sqrt(max(rows, cols)) * X
+    AdamW step, per parameter at its step t = 1, 2, ... (betas 0.9 / 0.95, eps 1e-8):
+        m = b1 * m + (1 - b1) * g;  v = b2 * v + (1 - b2) * g^2
+        p *= 1 - lr * wd;  p -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (eps + sqrt(v))
+    weight_decay applies to both groups. URM hard-codes 0.1 for both, ignoring its config value;
+    here it is an argument, default 0.1, and train.py passes its weight_decay.
+    The arithmetic is in float32 (float64 for float64 parameters), the states are kept in that
+    dtype, and each result is written back in the parameter's dtype, so bf16 parameters are
+    rounded once per step. Parameters without a gradient are skipped (their AdamW step count
+    stays behind). There are no collectives: with several ranks the gradients must already be
+    all-reduced (train_step does), and every rank then computes the same update.
+    """
+
+    def __init__(self, params, lr=1e-4, weight_decay=0.1, momentum=0.95, betas=(0.9, 0.95), eps=1e-8):
+        params = [p[1] if isinstance(p, tuple) else p for p in params]
+        if any(isinstance(p, dict) for p in params):
+            raise TypeError("Muon takes parameters (or named parameters), not param groups: it makes its own")
+        groups = [
+            {"params": [p for p in params if p.dim() == 2], "muon": True},
+            {"params": [p for p in params if p.dim() != 2], "muon": False},
+        ]
+        super().__init__(groups, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, betas=betas, eps=eps))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if group["muon"]:
+                    self._muon_update(p, group)
+                else:
+                    self._adamw_update(p, group)
+        return loss
+
+    def _muon_update(self, p, group):
+        dtype = _compute_dtype(p)
+        state = self.state[p]
+        if not state:
+            state["momentum_buffer"] = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
+        mu, lr = group["momentum"], group["lr"]
+        g = p.grad.to(dtype)
+        buf = state["momentum_buffer"]
+        buf.mul_(mu).add_(g)
+        x = newton_schulz(g.add(buf, alpha=mu)).to(dtype)
+        scale = lr * 0.2 * math.sqrt(max(p.shape))
+        new = p.to(dtype)  # p itself when p is already in the compute dtype, else a copy
+        new.mul_(1 - lr * group["weight_decay"]).sub_(scale * x)
+        if new is not p:
+            p.copy_(new)
+
+    def _adamw_update(self, p, group):
+        dtype = _compute_dtype(p)
+        state = self.state[p]
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
+        state["step"] += 1
+        t, lr = state["step"], group["lr"]
+        beta1, beta2 = group["betas"]
+        g = p.grad.to(dtype)
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m.mul_(beta1).add_(g, alpha=1 - beta1)
+        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        step_size = lr * math.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)
+        new = p.to(dtype)
+        new.mul_(1 - lr * group["weight_decay"]).addcdiv_(m, v.sqrt().add_(group["eps"]), value=-step_size)
+        if new is not p:
+            p.copy_(new)
+
+    def load_state_dict(self, state_dict):
+        # torch.optim.Optimizer casts floating-point state to its parameter's dtype, which would
+        # round the float32 states of bf16 parameters to bf16: put the saved tensors back as they
+        # were (on the parameter's device), so that a resumed run is bitwise the uninterrupted one.
+        super().load_state_dict(state_dict)
+        params = [p for group in self.param_groups for p in group["params"]]
+        saved_ids = [i for group in state_dict["param_groups"] for i in group["params"]]
+        for i, p in zip(saved_ids, params):
+            for key, value in state_dict["state"].get(i, {}).items():
+                if torch.is_tensor(value):
+                    self.state[p][key] = value.to(device=p.device, copy=True)
 
 
 class SignSGD:

@@ -25,7 +25,7 @@ import checkpoint
 from data import PuzzleDataset
 from evaluate import ARCEvaluator, evaluate_split
 from model import TRM, TRMConfig
-from optim import EMA, AdamATan2, SignSGD, lr_at, train_step
+from optim import EMA, AdamATan2, Muon, SignSGD, lr_at, train_step
 
 # -----------------------------------------------------------------------------
 # default config: the mini Sudoku (generated 6x6 puzzles, half the cells blank)
@@ -45,21 +45,26 @@ wandb_run_name = ""            # '' = out_dir's name
 global_batch_size = 128
 epochs = 40                    # an epoch draws one puzzle of every group (original puzzle)
 # model (TRMConfig)
+arch = "trm"                   # 'trm', or its successor 'urm' / ancestor 'hrm' (SPEC-variants.md)
 hidden_size = 64
 num_heads = 4
 expansion = 4.0
-L_layers = 2
+L_layers = 2                   # the block stack (URM: num_layers; HRM: the L stack)
+H_layers = 0                   # HRM: the H stack
 H_cycles = 2
 L_cycles = 2
 puzzle_emb_ndim = 0
 puzzle_emb_len = 0
 pos_encodings = "none"
 mlp_t = True                   # an MLP across the 36 cells mixes them (the paper's Sudoku choice)
+mlp_kind = "swiglu"            # channel MLP: 'swiglu', or URM's 'conv_swiglu' (a causal depthwise conv inside)
+conv_dtype = "bfloat16"        # conv_swiglu's conv parameters and arithmetic: URM's 'bfloat16' or 'float32'
 halt_max_steps = 4
 halt_exploration_prob = 0.1
 no_ACT_continue = True
 loss_type = "stablemax"
-# optimisation: AdamATan2 for the weights, sign-SGD for the puzzle table, same schedule
+# optimisation: AdamATan2 (or Muon) for the weights, sign-SGD for the puzzle table, same schedule
+optimizer = "adam_atan2"       # 'adam_atan2', or 'muon': Muon for 2-D weights, AdamW for the rest (URM ARC-AGI-2)
 lr = 3e-3
 lr_min_ratio = 1.0
 lr_warmup_steps = 100
@@ -155,18 +160,26 @@ last_step = min(total_steps, max_steps) if max_steps > 0 else total_steps
 total_passes = epochs // eval_interval
 
 # model and optimisers ---------------------------------------------------------
-model_cfg = TRMConfig(
-    vocab_size=meta.vocab_size, seq_len=meta.seq_len, num_puzzle_identifiers=meta.num_puzzle_identifiers,
-    hidden_size=hidden_size, num_heads=num_heads, expansion=expansion, L_layers=L_layers,
-    H_cycles=H_cycles, L_cycles=L_cycles, puzzle_emb_ndim=puzzle_emb_ndim, puzzle_emb_len=puzzle_emb_len,
-    pos_encodings=pos_encodings, mlp_t=mlp_t, halt_max_steps=halt_max_steps,
-    halt_exploration_prob=halt_exploration_prob, no_ACT_continue=no_ACT_continue,
-    loss_type=loss_type, forward_dtype=dtype)
-model = TRM(model_cfg).to(device)
+try:  # an impossible combination of settings (say, URM with mlp_t) is one line, exit 1
+    model_cfg = TRMConfig(
+        vocab_size=meta.vocab_size, seq_len=meta.seq_len, num_puzzle_identifiers=meta.num_puzzle_identifiers,
+        arch=arch, hidden_size=hidden_size, num_heads=num_heads, expansion=expansion, L_layers=L_layers,
+        H_layers=H_layers, H_cycles=H_cycles, L_cycles=L_cycles, puzzle_emb_ndim=puzzle_emb_ndim,
+        puzzle_emb_len=puzzle_emb_len, pos_encodings=pos_encodings, mlp_t=mlp_t, mlp_kind=mlp_kind,
+        conv_dtype=conv_dtype, halt_max_steps=halt_max_steps, halt_exploration_prob=halt_exploration_prob,
+        no_ACT_continue=no_ACT_continue, loss_type=loss_type, forward_dtype=dtype)
+    model = TRM(model_cfg).to(device)
+except ValueError as e:
+    raise SystemExit(f"error: {e}")
 if ddp:  # every rank starts from rank 0's weights
     for t in list(model.parameters()) + list(model.buffers()):
         dist.broadcast(t.data, src=0)
-optimizers = [AdamATan2(model.parameters(), lr=lr, betas=(beta1, beta2), weight_decay=weight_decay)]
+if optimizer == "adam_atan2":
+    optimizers = [AdamATan2(model.parameters(), lr=lr, betas=(beta1, beta2), weight_decay=weight_decay)]
+elif optimizer == "muon":
+    optimizers = [Muon(model.parameters(), lr=lr, weight_decay=weight_decay)]
+else:
+    raise SystemExit(f"error: optimizer must be 'adam_atan2' or 'muon', got {optimizer!r}")
 base_lrs = [lr]
 if puzzle_emb_ndim > 0:
     # the reference steps the puzzle table first; the order does not matter, but keep it

@@ -123,6 +123,10 @@ def test_voting_and_pass_at_k(tmp_path):
     assert rows[("t1", 1)]["correct@1"] is False and rows[("t1", 1)]["correct@2"] is True
     assert rows[("t1", 0)]["votes"] == 3 and [c["votes"] for c in rows[("t1", 0)]["top"]] == [2, 1]
     assert rows[("t4", 0)]["votes"] == 0 and rows[("t4", 0)]["top"] == []
+    # HRM's scoring: a task counts only when all its test inputs are solved (t1 fails at pass@1)
+    ev.scoring = "all_or_nothing"
+    m = ev.result()["metrics"]
+    assert m["pass@1"] == pytest.approx((0 + 1 + 1 + 0) / 4) and m["pass@2"] == pytest.approx(3 / 4)
     # canonical mode: only the unaugmented variant votes
     ev2 = ARCEvaluator(d, pass_ks=(1,), variants="canonical")
     feed(ev2, names, [("t1", [[6]], B, 0.0), ("t1|||t1|||0213456789", [[6]], C, 0.0),
@@ -232,6 +236,39 @@ def test_reference_checkpoint_end_to_end(golden, tmp_path, name, extra):
     assert prov["checkpoint_kind"] == "reference" and len(prov["checkpoint_sha256"]) == 64
     assert len(prov["dataset_fingerprint"]) == 64 and prov["examples_per_s"] > 0
     assert os.path.exists(out / "trace.html")
+
+
+VARIANT_ARGS = {  # the golden URM and HRM configurations (../shared/golden/config_*_small.json)
+    "urm_small": ["--hidden_size=64", "--num_heads=4", "--expansion=4.0", "--L_layers=2", "--H_cycles=2",
+                  "--L_cycles=3", "--halt_max_steps=4", "--puzzle_emb_ndim=64", "--puzzle_emb_len=0",
+                  "--mlp_kind=conv_swiglu", "--mlp_t=False", "--pos_encodings=rope", "--no_ACT_continue=True"],
+    "hrm_small": ["--hidden_size=64", "--num_heads=4", "--expansion=4.0", "--H_layers=2", "--L_layers=2",
+                  "--H_cycles=2", "--L_cycles=2", "--halt_max_steps=4", "--puzzle_emb_ndim=64", "--puzzle_emb_len=0",
+                  "--mlp_t=False", "--pos_encodings=rope", "--no_ACT_continue=False"],
+}
+
+
+@pytest.mark.parametrize("name", VARIANT_ARGS)
+def test_urm_hrm_reference_checkpoints_end_to_end(golden, tmp_path, name):
+    """URM's checkpoint file (weights under model_state_dict) and HRM's bare state dict: the
+    architecture is read from the keys, and the answers and q values after each ACT step of the
+    first test batch agree with the reference's within the golden README's tolerances (URM: at most
+    0.5% of answers differ, q within 1e-2; HRM: answers equal, q within 1e-4)."""
+    out = tmp_path / "eval"
+    text = run_eval(f"--ckpt={golden}/ckpt_{name}.pt", f"--data={golden}/sudoku_ref_data", "--batch_size=8",
+                    *VARIANT_ARGS[name], "--trace=8", f"--out_dir={out}")
+    assert "reference checkpoint" in text
+    with open(out / "report.json") as f:
+        assert json.load(f)["provenance"]["model_config"]["arch"] == name[:3]
+    ref = torch.load(os.path.join(golden, f"eval_{name}.pt"), weights_only=False)
+    traces = json_traces(out)
+    q_tol = 1e-2 if name.startswith("urm") else 1e-4
+    for s, step in enumerate(ref["steps"]):
+        got = torch.tensor([t["steps"][s] for t in traces])
+        differ = (got != step["preds"]).float().mean().item()
+        assert differ <= (0.005 if name.startswith("urm") else 0.0), (s, differ)
+        q = torch.tensor([t["q_halt"][s] for t in traces])
+        assert torch.allclose(q, step["q_halt_logits"].float(), atol=q_tol), s
 
 
 def json_traces(out):

@@ -54,14 +54,25 @@ def assert_same(a, b, path="ckpt"):
         assert a == b, (path, a, b)
 
 
-def test_resume_is_bit_identical(tiny_data, tmp_path):
+VARIANTS = {
+    "trm": [],
+    "urm": ["--arch=urm", "--mlp_kind=conv_swiglu"],           # its conv parameters in bfloat16
+    "urm_muon": ["--arch=urm", "--mlp_kind=conv_swiglu", "--optimizer=muon"],
+    "hrm": ["--arch=hrm", "--H_layers=1", "--no_ACT_continue=False", "--ema=False"],
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_resume_is_bit_identical(tiny_data, tmp_path, variant):
     """N steps straight == k steps, stop, resume, N-k steps: weights, EMA, puzzle table,
-    optimiser states, carry and data position all bitwise equal (CPU, fixed seed). k falls
-    inside a pass and the rest crosses pass boundaries (evaluations in between)."""
+    optimiser states, carry and data position all bitwise equal (CPU, fixed seed), for TRM, URM
+    (also with Muon) and HRM. k falls inside a pass and the rest crosses pass boundaries
+    (evaluations in between)."""
     straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
-    run([*TINY, f"--data_dir={tiny_data}", f"--out_dir={straight}", "--max_steps=11"])
-    run([*TINY, f"--data_dir={tiny_data}", f"--out_dir={split}", "--max_steps=6"])
-    r = run([*TINY, f"--data_dir={tiny_data}", f"--out_dir={split}", "--max_steps=11", "--init_from=resume"])
+    args = [*TINY, *VARIANTS[variant], f"--data_dir={tiny_data}"]
+    run([*args, f"--out_dir={straight}", "--max_steps=11"])
+    run([*args, f"--out_dir={split}", "--max_steps=6"])
+    r = run([*args, f"--out_dir={split}", "--max_steps=11", "--init_from=resume"])
     assert "resumed from" in r.stdout and "at step 6" in r.stdout
     a = torch.load(os.path.join(straight, "ckpt.pt"), weights_only=False)
     b = torch.load(os.path.join(split, "ckpt.pt"), weights_only=False)
@@ -163,3 +174,24 @@ def test_sudoku_recipe_from_local_csv_runs_evaluates_and_resumes(tmp_path):
     assert ck["step"] == 2 and ck["config"]["weight_decay"] == 1.0 and ck["model_config"]["mlp_t"]
     r = run([*small, "--max_steps=3", "--init_from=resume"])
     assert "resumed from" in r.stdout and "step 3/3" in r.stdout
+
+
+@pytest.mark.parametrize("recipe, extra", [
+    ("config/urm_arc1.py", ["--L_layers=1"]),
+    ("config/hrm_arc1.py", ["--H_layers=1", "--L_layers=1"]),
+])
+def test_variant_arc_recipes_run_evaluate_and_resume(tmp_path, recipe, extra):
+    """The URM and HRM ARC recipes, shrunk for a CPU, train on a prepare_arc.py dataset, evaluate
+    (pass@K from the votes) and resume."""
+    import prepare_arc
+    data = prepare_arc.build(str(tmp_path / "arc"), subsets=["training"], test_set_name="training", num_aug=2,
+                             task_ids=prepare_arc.MINI["task_ids"][:3], progress=False)
+    args = [recipe, f"--data_dir={data}", f"--out_dir={tmp_path}/out", "--hidden_size=32", "--num_heads=2",
+            "--puzzle_emb_ndim=32", "--H_cycles=2", "--L_cycles=1", "--halt_max_steps=2", "--global_batch_size=8",
+            "--epochs=4", "--eval_interval=2", "--lr_warmup_steps=2", "--compile=False", *extra]
+    r = run([*args, "--max_steps=2"], env={"TRM_USE_EXT": "off"})
+    assert "[ARC] pass@1" in r.stdout
+    r = run([*args, "--max_steps=4", "--init_from=resume"], env={"TRM_USE_EXT": "off"})
+    assert "resumed from" in r.stdout and "at step 2" in r.stdout
+    ck = torch.load(os.path.join(tmp_path, "out", "ckpt.pt"), weights_only=False)
+    assert ck["step"] == 4 and ck["model_config"]["arch"] == recipe.split("/")[1][:3]
