@@ -216,23 +216,30 @@ def test_exploration_delays_halting():
     assert not carry.halted.any()  # every row drew a minimum of at least 2 steps
 
 
+def train_a_few_steps(cfg, steps=3):
+    """A model of cfg trained for a few ACT calls with SGD on one tiny batch, every loss finite;
+    returns (model, last metrics, last outputs)."""
+    torch.manual_seed(0)
+    model = TRM(cfg).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    batch = tiny_batch()
+    carry = model.initial_carry(batch)
+    for _ in range(steps):
+        carry, loss, metrics, out = model(carry, batch)
+        assert torch.isfinite(loss)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    return model, metrics, out
+
+
 @pytest.mark.parametrize("kw", [dict(loss_type="softmax"), dict(no_ACT_continue=False),
                                  dict(mlp_t=True, pos_encodings="none"),
                                  dict(puzzle_emb_ndim=0), dict(puzzle_emb_ndim=40, puzzle_emb_len=0)])
 def test_variants_train(kw):
     """Softmax loss and the Q-continue target (both crash in the reference), mlp_t, no puzzle
     embedding, and a prefix length derived from the embedding width."""
-    torch.manual_seed(0)
-    model = TRM(tiny_cfg(**kw)).train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    batch = tiny_batch()
-    carry = model.initial_carry(batch)
-    for _ in range(3):
-        carry, loss, metrics, out = model(carry, batch)
-        assert torch.isfinite(loss)
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
+    model, metrics, out = train_a_few_steps(tiny_cfg(**kw))
     if not kw.get("no_ACT_continue", True):
         assert "target_q_continue" in out and "q_continue_loss" in metrics
         assert model.q_head.weight.grad is None  # zero_grad'ed

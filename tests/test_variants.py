@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from model import TRM, Block, ConvSwiGLU, TRMConfig
-from test_model import check_metrics, close, strip_prefix, tiny_batch, tiny_cfg
+from test_model import check_metrics, close, strip_prefix, tiny_batch, tiny_cfg, train_a_few_steps
 
 # the reference configs' names for our settings, and what the reference code fixes without a setting
 RENAME = {"num_layers": "L_layers", "loops": "halt_max_steps"}
@@ -298,15 +298,5 @@ def test_impossible_settings_raise(kw, msg):
                                 dict(VARIANT_KW["urm"], conv_dtype="float32", loss_type="softmax"),
                                 dict(mlp_kind="conv_swiglu")])  # TRM with URM's channel MLP
 def test_variants_train(kw):
-    torch.manual_seed(0)
-    model = TRM(tiny_cfg(**kw)).train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    batch = tiny_batch()
-    carry = model.initial_carry(batch)
-    for _ in range(3):
-        carry, loss, metrics, out = model(carry, batch)
-        assert torch.isfinite(loss)
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
+    model, metrics, out = train_a_few_steps(tiny_cfg(**kw))
     assert ("q_continue_loss" in metrics) == (kw.get("arch") == "hrm")
