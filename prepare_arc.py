@@ -414,12 +414,10 @@ def build(output_dir: str | None = None, input_file_prefix: str | None = None, v
     for task, (trans, maps) in zip(tasks, plans):
         names = [task.name] + [variant_name(task.name, int(t), m) for t, m in zip(trans[1:], maps[1:])]
         puzzle_ids.append(np.array([ids.setdefault(n, len(ids) + 1) for n in names], np.int32))
-    identifiers = ["<blank>"] + list(ids)
-    if len(identifiers) != len(ids) + 1:
-        raise AssertionError("identifiers out of order")
+    identifiers = ["<blank>"] + list(ids)  # a dict keeps the order of first appearance
 
     # 3. Per split: the groups, their index arrays and the translation offsets of the train split.
-    groups = [([p for p in task.pairs], trans, maps) for task, (trans, maps) in zip(tasks, plans)]
+    groups = [(task.pairs, trans, maps) for task, (trans, maps) in zip(tasks, plans)]
     layout = {}
     for split in ("train", "test"):
         members = [g for g, task in enumerate(tasks) if any(p[0] == split for p in task.pairs)]
