@@ -5,6 +5,7 @@ and on the csrc/ extension ('ext') side by side, in the same run.
     python bench.py                                   # ops + steps at 'arc' and 'sudoku'
     python bench.py --ops=False --configs=sudoku --profile=True   # profiler table of one step
     python bench.py --backends=torch --iters=1 --warmup=0         # reference only, quick
+    python bench.py --ops=False --configs=timing --backends=torch  # how fast is this machine
     python bench.py --ops=False --step=False --prepare=True \
         --prepare_input=kaggle/combined/arc-agi --reference_repo=../TinyRecursiveModels
                                                       # prepare_arc.py against the reference builder
@@ -48,7 +49,7 @@ from optim import AdamATan2, SignSGD, train_step
 device = "auto"            # 'auto' (cuda if present), 'cpu', 'cuda', 'cuda:1', ...
 ops = True                 # time the custom ops (cross-entropy, puzzle-table gather and update)
 step = True                # time one whole training step per config
-configs = "arc,sudoku"     # named step configs, comma separated (see step_config)
+configs = "arc,sudoku,timing"  # named step configs, comma separated (see step_config)
 backends = "torch,ext"     # which backends to time; 'ext' is skipped with a note if unavailable
 batch_size = 0             # step batch size; 0 = a size that fits the device (step_config)
 hidden_size = 0            # step hidden size; 0 = per config and device (step_config)
@@ -57,7 +58,7 @@ warmup = 2                 # untimed calls before timing
 iters = 5                  # timed calls; the median is reported
 profile = False            # print a torch.profiler table of one step per (config, backend)
 prepare = False            # time prepare_arc.py (and the reference builder) instead; see above
-prepare_input = "../shared/data/arc-kaggle/arc-agi"  # Kaggle file prefix for --prepare
+prepare_input = "kaggle/combined/arc-agi"  # Kaggle file prefix for --prepare (PREFIX_training_challenges.json, ...)
 prepare_num_aug = 1000
 reference_repo = ""        # checkout of the reference TRM code, for its builder ('' = ours only)
 prepare_out = ""           # where the builds go ('' = a temporary folder, removed after)
@@ -248,8 +249,14 @@ def step_config(name):
                         hidden_size=512 if cuda else 128, num_heads=8, H_cycles=3, L_cycles=6,
                         puzzle_emb_ndim=512, puzzle_emb_len=16, pos_encodings="none", mlp_t=True)
         B = 768 if cuda else 16
+    elif name == "timing":  # the reference's timing configuration, the same on every device: a
+        # measure of the machine's speed (README: the quick-start figure says how fast its machine was)
+        cfg = TRMConfig(vocab_size=11, seq_len=81, num_puzzle_identifiers=1, hidden_size=128, num_heads=4,
+                        L_layers=2, H_cycles=3, L_cycles=4, puzzle_emb_ndim=128, puzzle_emb_len=16,
+                        pos_encodings="rope", mlp_t=False, forward_dtype="float32")
+        return cfg, (batch_size or 16)
     else:
-        raise SystemExit(f"error: unknown config {name!r}: expected 'arc' or 'sudoku'")
+        raise SystemExit(f"error: unknown config {name!r}: expected 'arc', 'sudoku' or 'timing'")
     if hidden_size:
         cfg.hidden_size = hidden_size
         cfg.num_heads = max(1, min(cfg.num_heads, hidden_size // 16))
@@ -310,6 +317,11 @@ def bench_step(cfg_name, names):
     shape = f"B={B} h={cfg.hidden_size} S={cfg.prefix_len}+{cfg.seq_len}"
     report(f"train_step {cfg_name} ({model.num_params() / 1e6:.2f}M)", shape, results, B,
            flops=step_flops(model, cfg, B))
+    if cfg_name == "timing":
+        best = min(r[0] for r in results.values())
+        timing_lines.append(f"machine speed: one training step at the reference's timing configuration (rope "
+                            f"attention, hidden 128, 4 heads, 2 layers, H3 L4, puzzle embedding 128 x 16, "
+                            f"batch 16, Sudoku 9x9, float32) takes {best:.3f} s")
 
     if profile:
         from torch.profiler import ProfilerActivity, profile as torch_profile
@@ -424,7 +436,10 @@ row(*(c for c, _, _ in COLS))
 row(*("-" * w for _, w, _ in COLS))
 if do_ops:
     bench_ops(names)
+timing_lines = []
 if do_step:
     for c in configs.split(","):
         if c.strip():
             bench_step(c.strip(), names)
+for line in timing_lines:
+    print("\n" + line)

@@ -1,5 +1,6 @@
 """
-Checkpoint files: written atomically, read with errors that name the file.
+Files on disk: checkpoints written atomically and read safely, and the output folders each
+script may write into.
 
 A training checkpoint (train.py, out_dir/ckpt.pt) is one dict: model, ema, optimizers, step,
 passes_done, data (the train iterator's position), carry (the ACT carry), rng, config,
@@ -7,11 +8,13 @@ model_config, metrics. Saving writes a temporary file beside the target, flushes
 renames it over the target, so a run killed at any moment leaves the previous complete
 checkpoint in place.
 """
+import json
 import os
+import pickle
+import re
+import time
 
 import torch
-
-from model import Carry
 
 
 def save(obj, path):
@@ -28,42 +31,66 @@ def save(obj, path):
             os.remove(tmp)
 
 
-def load(path, map_location="cpu"):
+def load(path, map_location="cpu", trust=False):
+    """The object in a checkpoint file. It is unpickled with weights_only=True: tensors and plain
+    containers only, so a file from anywhere cannot run code while it loads. A file that needs
+    more stops the program naming the file; trust=True (train.py's and evaluate.py's
+    --trust_checkpoint=True) loads it with full unpickling, for a file whose origin you trust."""
     if not os.path.isfile(path):
         raise SystemExit(f"error: checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
+        return torch.load(path, map_location=map_location, weights_only=not trust)
+    except pickle.UnpicklingError as e:
+        if not trust and "weights_only" in str(e):
+            named = re.search(r"GLOBAL (\S+)", str(e))
+            raise SystemExit(f"error: {path} needs more than tensors and plain containers to load"
+                             f"{f' (it names {named.group(1)})' if named else ''}, so unpickling it could run code; "
+                             f"only for a file you trust: --trust_checkpoint=True")
+        raise SystemExit(f"error: {path} is not a readable checkpoint ({type(e).__name__}: {e})")
     except Exception as e:  # truncated or not a torch file
         raise SystemExit(f"error: {path} is not a readable checkpoint ({type(e).__name__}: {e})")
 
 
-def carry_to_state(carry):
-    """The ACT carry as a dict of CPU tensors (None before the first step)."""
-    if carry is None:
+# -----------------------------------------------------------------------------
+# output folders: every script writes only into a folder that is new, empty, or its own
+
+MARKER = "trm_output.json"  # written into every folder a script of this project fills
+KINDS = {"dataset": "a dataset built by prepare_*.py", "run": "a training run of train.py",
+         "evaluation": "the results of evaluate.py"}
+
+
+def folder_kind(path: str):
+    """What path holds: '' when it is absent or empty, the kind its marker names, else None (a
+    file, or a folder with other things in it)."""
+    if not os.path.lexists(path):
+        return ""
+    if not os.path.isdir(path):
         return None
-    return {"z_H": carry.z_H.cpu(), "z_L": carry.z_L.cpu(), "steps": carry.steps.cpu(),
-            "halted": carry.halted.cpu(),
-            "current_data": {k: v.cpu() for k, v in carry.current_data.items()}}
+    try:
+        with open(os.path.join(path, MARKER)) as f:
+            kind = json.load(f).get("kind")
+        return kind if kind in KINDS else None
+    except (OSError, ValueError, AttributeError):
+        return "" if not os.listdir(path) else None
 
 
-def carry_from_state(state, device):
-    return Carry(z_H=state["z_H"].to(device), z_L=state["z_L"].to(device),
-                 steps=state["steps"].to(device), halted=state["halted"].to(device),
-                 current_data={k: v.to(device) for k, v in state["current_data"].items()})
+def check_folder(path: str, kind: str, setting: str) -> None:
+    """Raise ValueError, naming path, unless path is new, empty, or holds this project's `kind`."""
+    found = folder_kind(path)
+    if found in ("", kind):
+        return
+    what = (f"is not a folder" if not os.path.isdir(path) else
+            f"holds other files and no {MARKER}, so this project did not write it" if found is None else
+            f"holds {KINDS[found]}, not {KINDS[kind]}")
+    raise ValueError(f"{path} {what}; nothing in it was changed. Choose another {setting}, or move its "
+                     f"contents away yourself")
 
 
-def carry_cat(states):
-    """The carries of all ranks (carry_to_state dicts, in rank order) as one for the global batch."""
-    if any(st is None for st in states):
-        return None
-    cat = lambda xs: torch.cat(xs, 0)
-    return {"z_H": cat([st["z_H"] for st in states]), "z_L": cat([st["z_L"] for st in states]),
-            "steps": cat([st["steps"] for st in states]), "halted": cat([st["halted"] for st in states]),
-            "current_data": {k: cat([st["current_data"][k] for st in states]) for k in states[0]["current_data"]}}
-
-
-def carry_rows(state, lo, hi):
-    """Rows [lo, hi) of a saved carry: one rank's part of the global batch."""
-    return {"z_H": state["z_H"][lo:hi], "z_L": state["z_L"][lo:hi], "steps": state["steps"][lo:hi],
-            "halted": state["halted"][lo:hi],
-            "current_data": {k: v[lo:hi] for k, v in state["current_data"].items()}}
+def mark_folder(path: str, kind: str, by: str, **info) -> None:
+    """Write path/MARKER: the folder holds `kind`, written by script `by` (info: what it was made
+    with). Written to a temporary name and renamed."""
+    os.makedirs(path, exist_ok=True)
+    tmp = os.path.join(path, f"{MARKER}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump({"kind": kind, "by": by, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info}, f, indent=1)
+    os.replace(tmp, os.path.join(path, MARKER))

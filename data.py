@@ -1,5 +1,5 @@
 """
-Reading and batching puzzle datasets (the on-disk format of SPEC.md section 1, shared with the
+Reading and batching puzzle datasets (the on-disk format of REFERENCE.md §1, shared with the
 reference implementation, so datasets built by either codebase work with both).
 
     DIR/{split}/dataset.json                metadata, see Metadata
@@ -24,6 +24,8 @@ from typing import Iterator
 
 import numpy as np
 import torch
+
+import checkpoint
 
 IGNORE_LABEL_ID = -100  # label value the loss skips
 CSV_HEADER = ["source", "question", "answer", "rating"]  # the hub's Sudoku and Maze files
@@ -113,7 +115,7 @@ def load_metadata(paths: str | list[str], split: str) -> Metadata:
 class PuzzleDataset:
     """One split of one or more dataset directories, cut into batches for this rank.
 
-    iter_train(): one pass of `epochs_per_iter` epochs in a seeded random order (SPEC section 2);
+    iter_train(): one pass of `epochs_per_iter` epochs in a seeded random order (REFERENCE.md §2);
     iter_test(): every example once, in order. Both yield (set_name, batch, global_effective_size).
     """
 
@@ -268,7 +270,7 @@ class PuzzleDataset:
         self._resume = self._pass > 0  # pass 0: no pass started yet, nothing to finish
 
 
-# Dihedral transforms of a 2-d grid (SPEC section 5): identity, rot90, rot180, rot270 (numpy's
+# Dihedral transforms of a 2-d grid (REFERENCE.md §5): identity, rot90, rot180, rot270 (numpy's
 # counter-clockwise rot90), flip left-right, flip up-down, transpose, anti-transpose.
 DIHEDRAL_INVERSE = [0, 3, 2, 1, 4, 5, 6, 7]
 
@@ -295,17 +297,23 @@ def inverse_dihedral(grid: np.ndarray, tid: int) -> np.ndarray:
 # writing datasets (the prepare_*.py builders)
 
 @contextlib.contextmanager
-def building(output_dir: str):
+def building(output_dir: str, by: str, **settings):
     """Build a dataset directory safely: yields a fresh temporary directory next to output_dir,
     which replaces output_dir only when the block finishes. If the block raises (bad input, a full
-    disk, Ctrl-C), the temporary directory is removed and an existing output_dir is untouched."""
+    disk, Ctrl-C), the temporary directory is removed and an existing output_dir is untouched.
+    Only a dataset this project built (its marker file, checkpoint.MARKER, written here with `by`
+    and the settings) or an empty folder is ever replaced: anything else is a ValueError before
+    the block runs. Builders call check_output_dir first too, so that they fail before working."""
     output_dir = os.path.normpath(output_dir)
+    check_output_dir(output_dir)
     tmp, old = f"{output_dir}.tmp-{os.getpid()}", f"{output_dir}.old-{os.getpid()}"
     for leftover in (tmp, old):  # from an earlier run that was killed
         shutil.rmtree(leftover, ignore_errors=True)
     try:
         os.makedirs(tmp)
         yield tmp
+        checkpoint.mark_folder(tmp, "dataset", by, settings=settings)
+        check_output_dir(output_dir)  # still ours (or gone) after the build
         if os.path.exists(output_dir):
             os.rename(output_dir, old)
         os.rename(tmp, output_dir)
@@ -315,6 +323,11 @@ def building(output_dir: str):
             os.rename(old, output_dir)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def check_output_dir(output_dir: str):
+    """ValueError unless a builder may replace output_dir (see building)."""
+    checkpoint.check_folder(os.path.normpath(output_dir), "dataset", "--output_dir")
 
 
 def write_split(out_dir: str, split: str, arrays: dict, meta: dict, set_name: str = "all"):

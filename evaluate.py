@@ -1,6 +1,6 @@
 """
 Evaluate a checkpoint on a dataset's test split: ours (train.py's ckpt.pt, its config inside) or
-a reference's: TRM's or HRM's (a state dict, SPEC section 6) or URM's (a dict holding
+a reference's: TRM's or HRM's (a state dict, REFERENCE.md §6) or URM's (a dict holding
 model_state_dict), with or without the torch.compile prefix. The architecture of a reference
 checkpoint (trm, urm or hrm) is read from its keys; its sizes come from a config file or
 --key=value settings.
@@ -48,6 +48,7 @@ from model import TRM, TRMConfig
 # -----------------------------------------------------------------------------
 # settings (python evaluate.py [config file] --key=value ...)
 ckpt = ""                  # checkpoint: ours (ckpt.pt) or a reference state dict
+trust_checkpoint = False   # load a checkpoint that needs full unpickling (can run code): only files you trust
 data = ""                  # dataset directory ('' = the checkpoint's test data)
 out_dir = ""               # where results go ('' = CKPT_DIR/eval)
 config = ""                # train config whose model settings describe a reference checkpoint
@@ -126,7 +127,7 @@ class ARCEvaluator:
     reference keeps votes from earlier evaluations of the same run; this does not).
 
     update() takes each batch's final predictions; result() ranks the candidates of each test
-    input by votes, then by mean sigmoid(q_halt) (SPEC section 5) and scores them."""
+    input by votes, then by mean sigmoid(q_halt) (REFERENCE.md §5) and scores them."""
 
     def __init__(self, data_dir: str, pass_ks=(1, 2, 5, 10, 100, 1000), variants: str = "all",
                  blank_identifier_id: int = 0, scoring: str = "per_input"):
@@ -355,10 +356,10 @@ def load_recipe(path: str) -> dict:
     return {k: v for k, v in ns.items() if not k.startswith("_") and type(v).__name__ != "module"}
 
 
-def read_checkpoint(path: str) -> tuple[str, dict]:
+def read_checkpoint(path: str, trust: bool = False) -> tuple[str, dict]:
     """('ours', checkpoint dict) or ('reference', state dict without its prefix); SystemExit
-    naming the file when it is neither."""
-    obj = checkpoint.load(path, map_location="cpu")
+    naming the file when it is neither (or needs full unpickling and trust is off)."""
+    obj = checkpoint.load(path, map_location="cpu", trust=trust)
     if isinstance(obj, dict) and "model" in obj and "model_config" in obj:
         return "ours", obj
     if isinstance(obj, dict) and isinstance(obj.get("model_state_dict"), dict):  # URM's training script
@@ -377,7 +378,7 @@ def read_checkpoint(path: str) -> tuple[str, dict]:
 
 def load_weights(model: TRM, state: dict, path: str):
     """Load a state dict strictly, except that a puzzle table of another size is replaced by the
-    mean of its rows (SPEC section 6), with a warning; mismatches are listed in one error."""
+    mean of its rows (REFERENCE.md §6), with a warning; mismatches are listed in one error."""
     state = dict(state)
     own = model.state_dict()
     table = "puzzle_emb.weights"
@@ -476,6 +477,11 @@ def main(argv=None):
     s = settings
     if not s["ckpt"]:
         raise SystemExit("error: --ckpt=PATH is required")
+    out = s["out_dir"] or os.path.join(os.path.dirname(os.path.abspath(s["ckpt"])), "eval")
+    try:  # a new or empty folder, or an earlier evaluation's: its files are replaced, nothing else
+        checkpoint.check_folder(out, "evaluation", "--out_dir")
+    except ValueError as e:
+        raise SystemExit(f"error: out_dir {e}")
     torch.manual_seed(s["seed"])
     dev = s["device"] if s["device"] != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     dev_type = "cuda" if dev.startswith("cuda") else "cpu"
@@ -494,7 +500,7 @@ def main(argv=None):
     master = rank == 0
     log = print if master else (lambda *a, **k: None)
 
-    kind, ck = read_checkpoint(s["ckpt"])
+    kind, ck = read_checkpoint(s["ckpt"], s["trust_checkpoint"])
     data_dir = s["data"]
     if not data_dir:
         if kind != "ours":
@@ -507,9 +513,8 @@ def main(argv=None):
         raise SystemExit(f"error: {e}")
     meta = test_data.metadata
     model, cfg = build_model(kind, ck, meta, s, dev, fdtype)
-    out = s["out_dir"] or os.path.join(os.path.dirname(os.path.abspath(s["ckpt"])), "eval")
     if master:
-        os.makedirs(out, exist_ok=True)
+        checkpoint.mark_folder(out, "evaluation", "evaluate.py", checkpoint=os.path.abspath(s["ckpt"]))
     first_dir = data_dir.split(",")[0]
     dkind = data_kind(meta, first_dir)
     arc = (ARCEvaluator(first_dir, s["pass_ks"], s["variants"], meta.blank_identifier_id, s["scoring"])

@@ -1,6 +1,6 @@
 """
 The Tiny Recursive Model (TRM, arXiv 2510.04871) in one file, with its successor URM (arXiv
-2512.14693) and its ancestor HRM (arXiv 2506.21734) as switches (`arch`; SPEC-variants.md).
+2512.14693) and its ancestor HRM (arXiv 2506.21734) as switches (`arch`; REFERENCE.md §8, §9).
 
 Reading order:
   TRMConfig        the sizes and switches of the network and of ACT halting
@@ -12,7 +12,7 @@ Reading order:
   TRM.solve        evaluation: run every row for halt_max_steps steps
 
 Names: the paper's answer y is z_H here and its latent z is z_L, the names the reference code and
-its checkpoints use. Parameter names match the reference's state dict (SPEC §6) one to one, so a
+its checkpoints use. Parameter names match the reference's state dict (REFERENCE.md §6) one to one, so a
 reference checkpoint loads after stripping its key prefix, with no renaming. The same holds for the
 URM (`layers.*`, `init_hidden`) and HRM (`H_level.*`, `L_level.*`) checkpoints.
 
@@ -293,8 +293,31 @@ class Carry:
     halted: torch.Tensor            # [B] bool
     current_data: dict = field(default_factory=dict)  # inputs, labels, puzzle_identifiers
 
-    def state_dict(self):
-        return {k: v for k, v in self.__dict__.items()}
+    def to_state(self) -> dict:
+        """The carry as a dict of CPU tensors, for a checkpoint."""
+        return {k: ({n: t.cpu() for n, t in v.items()} if isinstance(v, dict) else v.cpu())
+                for k, v in vars(self).items()}
+
+    @classmethod
+    def from_state(cls, state: dict, device) -> "Carry":
+        return cls(**{k: ({n: t.to(device) for n, t in v.items()} if isinstance(v, dict) else v.to(device))
+                      for k, v in state.items()})
+
+    @staticmethod
+    def cat_states(states: list) -> dict | None:
+        """The saved carries of all ranks, in rank order, as one for the global batch (None if any
+        rank had none yet)."""
+        if any(st is None for st in states):
+            return None
+        join = lambda xs: (torch.cat(xs, 0) if isinstance(xs[0], torch.Tensor)
+                           else {n: torch.cat([x[n] for x in xs], 0) for n in xs[0]})
+        return {k: join([st[k] for st in states]) for k in states[0]}
+
+    @staticmethod
+    def state_rows(state: dict, lo: int, hi: int) -> dict:
+        """Rows [lo, hi) of a saved carry: one rank's part of the global batch."""
+        return {k: ({n: t[lo:hi] for n, t in v.items()} if isinstance(v, dict) else v[lo:hi])
+                for k, v in state.items()}
 
 
 class TRM(nn.Module):

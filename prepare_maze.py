@@ -1,5 +1,5 @@
 """
-Build a Maze dataset in the format of SPEC.md section 1 (the reference's format).
+Build a Maze dataset in the format of REFERENCE.md §1 (the reference's format).
 
 Sources:
   --source=hub       sapientinc/maze-30x30-hard-1k (Maze-Hard) from the Hugging Face hub (train.csv, test.csv)
@@ -34,7 +34,7 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
-from data import building, dihedral, csv_files, read_puzzle_rows, write_split
+from data import building, check_output_dir, dihedral, csv_files, read_puzzle_rows, write_split
 
 CHARSET = "# SGo"
 WALL, OPEN, START, GOAL, PATH = range(1, 6)  # token of each character of CHARSET; 0 is padding
@@ -251,7 +251,7 @@ def generate(n: int, num_train: int, num_test: int, min_path_len: int, loop_prob
 # writing
 
 def write_maze_split(out_dir: str, split: str, q: np.ndarray, a: np.ndarray, aug: bool):
-    """One split in the SPEC section 1 layout: each maze a group of itself, or of its 8 dihedral
+    """One split in the REFERENCE.md §1 layout: each maze a group of itself, or of its 8 dihedral
     transforms (transform 0, the identity, first)."""
     N, n = q.shape[0], q.shape[1]
     per_group = 8 if aug else 1
@@ -287,6 +287,8 @@ def build(output_dir: str, source: str = "generate", input_dir: str | None = Non
           subsample_size: int | None = None, aug: bool = False, seed: int = 0) -> str:
     """Build the dataset into output_dir (replacing it only once the new one is complete) and return
     its path. The options are the command-line flags (see main)."""
+    settings = {k: v for k, v in locals().items() if k != "output_dir"}  # recorded in the marker file
+    check_output_dir(output_dir)
     rng = np.random.default_rng(seed)
     if source == "generate":
         if size < 2:
@@ -311,7 +313,7 @@ def build(output_dir: str, source: str = "generate", input_dir: str | None = Non
 
     # Build next to output_dir, then swap it in: a failed build leaves no half-written dataset and
     # keeps the old one.
-    with building(output_dir) as tmp:
+    with building(output_dir, "prepare_maze.py", **settings) as tmp:
         write_maze_split(tmp, "train", train_q, train_a, aug)
         write_maze_split(tmp, "test", test_q, test_a, False)
         with open(os.path.join(tmp, "identifiers.json"), "w") as f:

@@ -1,5 +1,5 @@
 """
-Build a Sudoku dataset in the format of SPEC.md section 1 (the reference's format).
+Build a Sudoku dataset in the format of REFERENCE.md §1 (the reference's format).
 
 Sources:
   --source=hub       sapientinc/sudoku-extreme from the Hugging Face hub (train.csv, test.csv)
@@ -28,7 +28,7 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
-from data import building, csv_files, read_puzzle_rows, write_split
+from data import building, check_output_dir, csv_files, read_puzzle_rows, write_split
 
 BOXES = {4: (2, 2), 6: (2, 3), 9: (3, 3)}  # grid size -> box (rows, cols)
 # The mini Sudoku that `python train.py` prepares when data/sudoku-mini is missing: 6x6 puzzles
@@ -308,7 +308,7 @@ def augment(q: np.ndarray, a: np.ndarray, count: int, rng) -> tuple[np.ndarray, 
 # writing
 
 def write_sudoku_split(out_dir: str, split: str, q: np.ndarray, a: np.ndarray, num_aug: int, rng):
-    """One split in the SPEC section 1 layout: each puzzle a group of itself and num_aug variants."""
+    """One split in the REFERENCE.md §1 layout: each puzzle a group of itself and num_aug variants."""
     N, n = q.shape[0], q.shape[1]
     per_group = 1 + num_aug
     inputs = np.zeros((N, per_group, n, n), np.uint8)
@@ -347,6 +347,8 @@ def build(output_dir: str, source: str = "generate", input_dir: str | None = Non
           seed: int = 0) -> str:
     """Build the dataset into output_dir (replacing it only once the new one is complete) and return
     its path. The options are the command-line flags (see main)."""
+    settings = {k: v for k, v in locals().items() if k != "output_dir"}  # recorded in the marker file
+    check_output_dir(output_dir)
     rng = np.random.default_rng(seed)
     if source == "generate":
         if size not in BOXES:
@@ -372,7 +374,7 @@ def build(output_dir: str, source: str = "generate", input_dir: str | None = Non
 
     # Build next to output_dir, then swap it in: a failed build leaves no half-written dataset and
     # keeps the old one.
-    with building(output_dir) as tmp:
+    with building(output_dir, "prepare_sudoku.py", **settings) as tmp:
         write_sudoku_split(tmp, "train", train_q, train_a, num_aug, rng)
         write_sudoku_split(tmp, "test", test_q, test_a, 0, rng)
         with open(os.path.join(tmp, "identifiers.json"), "w") as f:

@@ -24,7 +24,7 @@ import torch.distributed as dist
 import checkpoint
 from data import PuzzleDataset
 from evaluate import ARCEvaluator, evaluate_split
-from model import TRM, TRMConfig
+from model import TRM, Carry, TRMConfig
 from optim import EMA, AdamATan2, Muon, SignSGD, lr_at, train_step
 
 # -----------------------------------------------------------------------------
@@ -34,6 +34,7 @@ out_dir = "out/sudoku-mini"
 data_dir = "data/sudoku-mini"  # one dataset from prepare_*.py, or several joined by commas
 test_data_dir = ""             # test split from here instead ('' = data_dir)
 init_from = "scratch"          # 'scratch' or 'resume' (from out_dir/ckpt.pt)
+trust_checkpoint = False       # load a checkpoint that needs full unpickling (can run code): only files you trust
 eval_interval = 10             # epochs between evaluations (a divisor of epochs)
 log_interval = 50              # steps between progress lines
 ckpt_interval = 0              # steps between extra checkpoints (0: at evaluations and the end)
@@ -45,7 +46,7 @@ wandb_run_name = ""            # '' = out_dir's name
 global_batch_size = 128
 epochs = 40                    # an epoch draws one puzzle of every group (original puzzle)
 # model (TRMConfig)
-arch = "trm"                   # 'trm', or its successor 'urm' / ancestor 'hrm' (SPEC-variants.md)
+arch = "trm"                   # 'trm', or its successor 'urm' / ancestor 'hrm' (REFERENCE.md §8, §9)
 hidden_size = 64
 num_heads = 4
 expansion = 4.0
@@ -137,6 +138,16 @@ def log(*a):
         print(*a, flush=True)
 
 
+# the output folder: a new or empty one, or an earlier run's (resume); nothing else is touched
+try:
+    checkpoint.check_folder(out_dir, "run", "--out_dir")
+except ValueError as e:
+    raise SystemExit(f"error: out_dir {e}")
+ckpt_path = os.path.join(out_dir, "ckpt.pt")
+if init_from == "scratch" and os.path.exists(ckpt_path):
+    raise SystemExit(f"error: {ckpt_path} holds an earlier run's checkpoint; continue it with --init_from=resume, "
+                     f"or choose another --out_dir (nothing was changed)")
+
 # data -------------------------------------------------------------------------
 if not os.path.exists(data_dir) and data_dir in EMBEDDED_DATA:
     if master:
@@ -188,10 +199,9 @@ if puzzle_emb_ndim > 0:
     base_lrs.insert(0, puzzle_emb_lr)
 ema_model = EMA(model, ema_rate) if ema else None
 step, passes_done, carry = 0, 0, None
-ckpt_path = os.path.join(out_dir, "ckpt.pt")
 
 if init_from == "resume":
-    ck = checkpoint.load(ckpt_path, map_location=device)
+    ck = checkpoint.load(ckpt_path, map_location=device, trust=trust_checkpoint)
     # the architecture must match; the forward dtype may change (a GPU run resumed on a CPU)
     diff = {k: (v, asdict(model_cfg).get(k)) for k, v in ck["model_config"].items()
             if k != "forward_dtype" and asdict(model_cfg).get(k) != v}
@@ -210,7 +220,7 @@ if init_from == "resume":
         rows = ck["carry"]["steps"].shape[0]
         if rows == global_batch_size:
             local = global_batch_size // world_size
-            carry = checkpoint.carry_from_state(checkpoint.carry_rows(ck["carry"], rank * local, (rank + 1) * local), device)
+            carry = Carry.from_state(Carry.state_rows(ck["carry"], rank * local, (rank + 1) * local), device)
         else:
             log(f"note: the checkpoint's ACT carry holds {rows} rows, the global batch {global_batch_size}: "
                 f"every row starts a new puzzle")
@@ -290,7 +300,7 @@ def gather(obj):
 def save(metrics=None):
     """Every rank calls this: the master writes its state with the ACT carry and random states of
     all ranks (the carry as one global batch)."""
-    carries = gather(checkpoint.carry_to_state(carry))
+    carries = gather(carry.to_state() if carry is not None else None)
     rngs = gather((torch.get_rng_state(), torch.cuda.get_rng_state() if device_type == "cuda" else None))
     if not master:
         return
@@ -301,7 +311,7 @@ def save(metrics=None):
         "step": step,
         "passes_done": passes_done,
         "data": train_data.state_dict(),
-        "carry": checkpoint.carry_cat(carries),
+        "carry": Carry.cat_states(carries),
         "rng": {"torch": [r[0] for r in rngs], "cuda": [r[1] for r in rngs] if device_type == "cuda" else None},
         "config": config,
         "model_config": asdict(model_cfg),
@@ -324,7 +334,7 @@ def evaluate_and_save():
 
 # training loop ----------------------------------------------------------------
 if master:
-    os.makedirs(out_dir, exist_ok=True)
+    checkpoint.mark_folder(out_dir, "run", "train.py")
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(config, f, indent=1)
 model.train()

@@ -1,4 +1,4 @@
-# TRM on ARC-AGI-1, the paper's recipe (SPEC §7): reported 44.6% pass@2 on the evaluation set with
+# TRM on ARC-AGI-1, the paper's recipe (REFERENCE.md §7): reported 44.6% pass@2 on the evaluation set with
 # 1000-augmentation voting (evaluate.py), about 3 days on 4 H100:
 #   torchrun --nproc_per_node=4 train.py config/arc1.py
 # Data: the training, evaluation and ConceptARC tasks, the evaluation tasks' test pairs held out:

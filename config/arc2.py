@@ -1,4 +1,4 @@
-# TRM on ARC-AGI-2, the paper's recipe (SPEC §7): reported 7.8% pass@2 on the evaluation set with
+# TRM on ARC-AGI-2, the paper's recipe (REFERENCE.md §7): reported 7.8% pass@2 on the evaluation set with
 # 1000-augmentation voting (evaluate.py). The ARC-AGI-1 recipe on other data:
 #   torchrun --nproc_per_node=4 train.py config/arc2.py
 # Data: the training2, evaluation2 and ConceptARC tasks, the evaluation2 tasks' test pairs held out:

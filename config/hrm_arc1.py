@@ -1,4 +1,4 @@
-# HRM (Hierarchical Reasoning Model, SPEC-variants §9) on ARC-AGI-1, its recipe (README): reported
+# HRM (Hierarchical Reasoning Model, REFERENCE.md §9) on ARC-AGI-1, its recipe (README): reported
 # 40.3% pass@2. Separate H and L stacks of 4 blocks, H_cycles 2 x L_cycles 2 per ACT step with
 # gradient through the final L and H update only, Q-continue halting with its target from an extra
 # inner step, no EMA; the data and optimisation of TRM's ARC recipe (config/arc1.py). About 24 hours

@@ -1,4 +1,4 @@
-# TRM on Maze-Hard (30x30 mazes), the paper's recipe (SPEC §7): the Sudoku recipe
+# TRM on Maze-Hard (30x30 mazes), the paper's recipe (REFERENCE.md §7): the Sudoku recipe
 # (config/sudoku.py) with self-attention and rotary positions over the 16 + 900 positions,
 # H_cycles 3 and L_cycles 4; reported 85.3% exact accuracy on the test mazes, trained under 24
 # hours on 4 L40S.

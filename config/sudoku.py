@@ -1,4 +1,4 @@
-# TRM on Sudoku-Extreme, the paper's MLP-t recipe (SPEC §7): reported 87.4% exact accuracy on
+# TRM on Sudoku-Extreme, the paper's MLP-t recipe (REFERENCE.md §7): reported 87.4% exact accuracy on
 # the full test set, trained under 36 hours on one L40S.
 # Data: python prepare_sudoku.py --source=hub --subsample_size=1000 --num_aug=1000 \
 #           --output_dir=data/sudoku-extreme-1k-aug-1000

@@ -1,4 +1,4 @@
-# TRM on Sudoku-Extreme, the paper's attention variant (SPEC §7): reported 74.7% exact accuracy
+# TRM on Sudoku-Extreme, the paper's attention variant (REFERENCE.md §7): reported 74.7% exact accuracy
 # on the full test set. The MLP-t recipe (config/sudoku.py) with self-attention and rotary
 # positions over the 16 + 81 positions in place of the sequence MLP.
 import os

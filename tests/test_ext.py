@@ -237,8 +237,11 @@ def test_use_backend_switches_and_restores(ext):
     try:
         ops.USE_EXT = "off"
         assert ops.backend() == "torch"
-        ops.USE_EXT = "auto"
-        assert ops.backend() == "ext"
+        ops.USE_EXT = "auto"  # the reference on the CPU, the extension on CUDA
+        assert ops.backend("cpu") == "torch"
+        assert ops.backend("cuda") == ("ext" if torch.cuda.is_available() and ext.with_cuda else "torch")
+        ops.USE_EXT = "on"
+        assert ops.backend("cpu") == "ext"
     finally:
         ops.USE_EXT = old
     with pytest.raises(ValueError):
@@ -269,3 +272,96 @@ def test_no_ext_env_falls_back_with_one_line():
     assert out.stdout.strip() == "ok"
     lines = [l for l in out.stderr.splitlines() if l.startswith("trm:")]
     assert lines == ["trm: C++ extension unavailable (TRM_NO_EXT is set); using the PyTorch reference ops"]
+
+
+# -----------------------------------------------------------------------------
+# the check on first use: the extension against the reference, per device type
+
+class FakeExt:
+    """An 'extension' made of the reference ops, with one op broken on request, to show that
+    ops.check_ext notices each kind of wrong number and that a failed check falls back."""
+    with_cuda = False
+
+    def __init__(self, broken=None):
+        self.broken = broken
+
+    def ce_forward(self, kind, logits, labels, ignore_index):
+        ref = ops._stablemax_ref if kind == "stablemax" else ops._softmax_ref
+        loss = ref(logits, labels, ignore_index).float()
+        return loss * 1.001 if self.broken == f"{kind} values" else loss
+
+    def ce_backward(self, kind, grad, logits, labels, ignore_index):
+        ref = ops._stablemax_ref if kind == "stablemax" else ops._softmax_ref
+        with torch.enable_grad():  # autograd runs backward functions with gradients off
+            x = logits.detach().double().requires_grad_()
+            (ref(x, labels, ignore_index).double() * grad.double()).sum().backward()
+        g = x.grad.to(logits.dtype)
+        return g.roll(1, dims=-1) if self.broken == f"{kind} gradients" else g
+
+    def gather_rows(self, table, ids):
+        if self.broken == "gather":
+            ids = ids.clamp_max(len(table) - 2)  # the last row is never read
+        return table.index_select(0, ids)
+
+    def sparse_sign_sgd_(self, table, ids, grads, lr, weight_decay):
+        if self.broken == "sign-SGD":  # repeated ids: the last one wins instead of the sum
+            keep = {int(i): r for r, i in enumerate(ids)}
+            rows = list(keep.values())
+            ids, grads = ids[rows], grads[rows]
+        if self.broken == "raises":
+            raise RuntimeError("CUDA error: no kernel image is available for execution on the device")
+        ops._sparse_sign_sgd_ref(table, ids, grads, lr, weight_decay)
+
+
+def test_check_passes_on_the_extension(ext):
+    for device in DEVICES:
+        if device == "cuda" and not ext.with_cuda:
+            continue
+        assert ops.check_ext(ext, device) is None, device
+
+
+@pytest.mark.parametrize("broken, named", [
+    (None, None), ("stablemax values", "stablemax cross-entropy, float32 values"),
+    ("stablemax gradients", "stablemax cross-entropy, float32 gradients"),
+    ("softmax values", "softmax cross-entropy, float32 values"),
+    ("softmax gradients", "softmax cross-entropy, float32 gradients"),
+    ("gather", "gather"), ("sign-SGD", "sign-SGD"), ("raises", "RuntimeError: CUDA error")])
+def test_check_names_what_differs(broken, named):
+    result = ops.check_ext(FakeExt(broken), "cpu")
+    if named is None:
+        assert result is None
+    else:
+        assert result is not None and result.startswith(named), result
+
+
+def test_failed_check_warns_once_and_runs_the_reference(monkeypatch, capsys):
+    """Where 'auto' would run the extension (CUDA; here the CPU stands in for it), an extension
+    that computes a wrong gradient is checked once, warned about in one line, and never used:
+    the results are the reference's. Under 'on' the same failure is an error."""
+    monkeypatch.setattr(ops, "_ext", FakeExt("stablemax gradients"))
+    monkeypatch.setattr(ops, "_checked", {})
+    monkeypatch.setattr(ops, "AUTO_DEVICES", ("cpu", "cuda"))
+    monkeypatch.setattr(ops, "USE_EXT", "auto")
+    g = torch.Generator().manual_seed(0)
+    logits, labels = torch.randn(6, 12, generator=g), torch.randint(0, 12, (6,), generator=g)
+    for _ in range(3):
+        x = logits.clone().requires_grad_()
+        ops.cross_entropy("stablemax", x, labels).sum().backward()
+        y = logits.clone().requires_grad_()
+        ops._stablemax_ref(y, labels).sum().backward()
+        assert torch.equal(x.grad, y.grad)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("trm:")]
+    assert len(warnings) == 1 and "disagrees with the PyTorch reference on cpu" in warnings[0], warnings
+    assert "stablemax cross-entropy, float32 gradients" in warnings[0]
+    assert ops.backend("cpu") == "torch"
+    monkeypatch.setattr(ops, "USE_EXT", "on")
+    with pytest.raises(RuntimeError, match="fails its check on cpu"):
+        ops.cross_entropy("stablemax", logits, labels)
+
+
+def test_check_leaves_the_random_stream_alone(ext):
+    torch.manual_seed(5)
+    want = torch.rand(3)
+    torch.manual_seed(5)
+    assert ops.check_ext(ext, "cpu") is None
+    assert torch.equal(torch.rand(3), want)

@@ -1,5 +1,5 @@
-# optim.Muon (URM's use_muon optimiser) against a direct float64 transcription of SPEC-variants
-# section 8.3, plus checks of the Newton-Schulz iteration, the parameter split, checkpoint resume
+# optim.Muon (URM's use_muon optimiser) against a direct float64 transcription of REFERENCE.md
+# §8, plus checks of the Newton-Schulz iteration, the parameter split, checkpoint resume
 # and the learning rate taken from param_groups.
 import io
 import math
@@ -10,11 +10,11 @@ import torch
 import optim
 
 COEFFS = [(7.2086, -15.5131, 9.0178), (3.9623, -2.5813, 0.4542), (3.9466, -2.5765, 0.4544),
-          (3.8991, -2.5671, 0.4566), (3.7186, -2.5308, 0.4653)]  # copied from the SPEC, not optim.py
+          (3.8991, -2.5671, 0.4566), (3.7186, -2.5308, 0.4653)]  # copied from REFERENCE.md, not optim.py
 
 
 def orthogonalise_by_hand(n):
-    """The SPEC's Newton-Schulz in float64."""
+    """REFERENCE.md's Newton-Schulz in float64."""
     x = n.double()
     tall = x.shape[0] > x.shape[1]
     if tall:
@@ -28,7 +28,7 @@ def orthogonalise_by_hand(n):
 
 def muon_by_hand(init, grads_per_step, lrs, wd, momentum=0.95, betas=(0.9, 0.95), eps=1e-8):
     """
-    SPEC-variants 8.3 in float64, one step per (grads, lr); a None grad skips that parameter.
+    REFERENCE.md §8 in float64, one step per (grads, lr); a None grad skips that parameter.
     A parameter's new value is rounded to its own dtype after each step (bf16 ones are stored in
     bf16), then carried on in float64.
     """
@@ -105,7 +105,7 @@ def test_matches_spec_transcription(seed):
         change = (w - p0).abs().max().item()
         assert change > 1e-3  # every parameter moved well beyond the tolerances below
         if dtype == torch.float32 and len(shape) == 2:
-            # The SPEC's Newton-Schulz runs in float32: its terms reach ~15x the result (b = -15.5)
+            # REFERENCE.md's Newton-Schulz runs in float32: its terms reach ~15x the result (b = -15.5)
             # and cancel, and later steps amplify rounding by up to ~4x, so its output is only good
             # to ~1e-5 relative (test below: 1.4e-5 absolute on entries of magnitude <= 1.8).
             # Measured over seeds 0-19: at most 1.3e-5 of the change; 5e-5 is ~4x that.

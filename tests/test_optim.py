@@ -1,4 +1,4 @@
-# optim.py against direct transcriptions of SPEC section 4 and against the reference's training run.
+# optim.py against direct transcriptions of REFERENCE.md §4 and against the reference's training run.
 import math
 import os
 import types
@@ -13,7 +13,7 @@ BETAS = (0.9, 0.95)
 
 
 def adam_atan2_by_hand(p, grads, lrs, wd, betas=BETAS):
-    """SPEC section 4 in float64, one step per (grad, lr); a None grad is a skipped step."""
+    """REFERENCE.md §4 in float64, one step per (grad, lr); a None grad is a skipped step."""
     b1, b2 = betas
     p = p.double().clone()
     m = torch.zeros_like(p)

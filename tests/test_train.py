@@ -11,7 +11,7 @@ import torch
 
 import checkpoint
 import prepare_sudoku
-from conftest import GOLDEN, ROOT
+from conftest import REFERENCE, ROOT
 
 # a tiny model that still exercises every part of the step: puzzle embedding (sign-SGD),
 # exploration (random draws), EMA, ACT halting over several steps
@@ -159,7 +159,7 @@ def test_sudoku_recipe_from_local_csv_runs_evaluates_and_resumes(tmp_path):
     prepare_sudoku.py built from local CSV files, with wandb logging offline."""
     data = str(tmp_path / "sudoku")
     r = subprocess.run([sys.executable, "prepare_sudoku.py", "--source=csv",
-                        f"--input_dir={GOLDEN}/sudoku_ref_data/csv", "--num_aug=2", f"--output_dir={data}"],
+                        f"--input_dir={REFERENCE}/sudoku_ref_data/csv", "--num_aug=2", f"--output_dir={data}"],
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     out = str(tmp_path / "out")
