@@ -61,7 +61,7 @@ def same(a, b):
 def test_first_sudoku_test_batch_is_the_reference_batch(golden):
     ds = PuzzleDataset(os.path.join(golden, "sudoku_ref_data"), "test", 8)
     name, batch, size = next(ds.iter_test())
-    ref = torch.load(os.path.join(golden, "eval_att_learned.pt"), weights_only=False)["batch"]
+    ref = torch.load(os.path.join(golden, "eval_att_learned.pt"), weights_only=True)["batch"]
     assert name == "all" and size == 8 and batch.keys() == ref.keys()
     for k in ref:
         assert batch[k].dtype == torch.int32 and torch.equal(batch[k], ref[k]), k
@@ -71,7 +71,7 @@ def test_first_sudoku_test_batch_is_the_reference_batch(golden):
 def test_first_arc_test_batch_is_the_reference_batch(golden):
     ds = PuzzleDataset(os.path.join(golden, "arc_ref_data"), "test", 8)
     name, batch, size = next(ds.iter_test())
-    ref = torch.load(os.path.join(golden, "eval_arc_rope.pt"), weights_only=False)["batch"]
+    ref = torch.load(os.path.join(golden, "eval_arc_rope.pt"), weights_only=True)["batch"]
     assert size == 6  # 6 real rows, 2 padding rows
     for k in ref:
         assert batch[k].dtype == torch.int32 and torch.equal(batch[k], ref[k]), k
@@ -83,7 +83,7 @@ def test_first_sudoku_train_batch_is_the_reference_batch(golden):
     # choices alone decide the batch, and they are the reference's (its fixture used seed 0).
     ds = PuzzleDataset(os.path.join(golden, "sudoku_ref_data"), "train", 8, seed=0)
     _, batch, size = next(ds.iter_train())
-    ref = torch.load(os.path.join(golden, "train_att_learned.pt"), weights_only=False)["batch"]
+    ref = torch.load(os.path.join(golden, "train_att_learned.pt"), weights_only=True)["batch"]
     assert size == 8
     for k in ref:
         assert torch.equal(batch[k], ref[k]), k

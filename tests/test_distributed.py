@@ -52,7 +52,7 @@ def close(a: dict, b: dict, rtol=1e-5):
 
 
 def load(path):
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 @pytest.fixture(scope="module")

@@ -221,7 +221,7 @@ def test_reference_checkpoint_end_to_end(golden, tmp_path, name, extra):
     text = run_eval(f"--ckpt={golden}/ckpt_{name}.pt", f"--data={golden}/sudoku_ref_data", *GOLDEN_ARGS, *extra,
                     "--trace=8", f"--out_dir={out}")
     assert "reference checkpoint" in text
-    ref = torch.load(os.path.join(golden, f"eval_{name}.pt"), weights_only=False)
+    ref = torch.load(os.path.join(golden, f"eval_{name}.pt"), weights_only=True)
     with open(out / "report.json") as f:
         report = json.load(f)
     traces = json_traces(out)
@@ -267,7 +267,7 @@ def test_urm_hrm_reference_checkpoints_end_to_end(golden, tmp_path, name):
     assert "reference checkpoint" in text
     with open(out / "report.json") as f:
         assert json.load(f)["provenance"]["model_config"]["arch"] == name[:3]
-    ref = torch.load(os.path.join(golden, f"eval_{name}.pt"), weights_only=False)
+    ref = torch.load(os.path.join(golden, f"eval_{name}.pt"), weights_only=True)
     traces = json_traces(out)
     q_tol = 1e-2 if name.startswith("urm") else 1e-4
     for s, step in enumerate(ref["steps"]):

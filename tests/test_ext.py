@@ -136,7 +136,7 @@ def test_stablemax_float32_input_is_close_to_float64(ext):
 
 @pytest.mark.parametrize("kind", ["stablemax", "softmax"])
 def test_cross_entropy_reference_fixture_on_ext(ext, golden, kind):
-    ref = torch.load(os.path.join(golden, "ce_ref.pt"), weights_only=False)
+    ref = torch.load(os.path.join(golden, "ce_ref.pt"), weights_only=True)
     x = ref["logits"].clone().requires_grad_(True)
     with ops.use_backend("ext"):
         loss = ops.cross_entropy(kind, x, ref["labels"], ref["ignore_index"])
@@ -210,7 +210,7 @@ def test_sign_sgd_permutation_invariant_on_ext(ext, device):
 
 
 def test_sign_sgd_reference_fixture_on_ext(ext, golden):
-    ref = torch.load(os.path.join(golden, "signsgd_ref.pt"), weights_only=False)
+    ref = torch.load(os.path.join(golden, "signsgd_ref.pt"), weights_only=True)
     table = ref["weights_before"].clone()
     with ops.use_backend("ext"):
         ops.sparse_sign_sgd_(table, ref["ids"], ref["grad"], ref["lr"], ref["weight_decay"])

@@ -32,7 +32,7 @@ def golden_model(golden, name):
     cfg = TRMConfig(**{k: c[k] for k in keys})
     torch.manual_seed(0)
     model = TRM(cfg)
-    sd = torch.load(os.path.join(golden, f"ckpt_{name}.pt"), weights_only=False)
+    sd = torch.load(os.path.join(golden, f"ckpt_{name}.pt"), weights_only=True)
     model.load_state_dict(strip_prefix(sd), strict=True)
     return model
 
@@ -58,7 +58,7 @@ def check_grad(ours, ref, name):
 @pytest.mark.parametrize("name", ["att_learned", "mlp_none", "arc_rope"])
 def test_eval_matches_reference(golden, name):
     model = golden_model(golden, name).eval()
-    ref = torch.load(os.path.join(golden, f"eval_{name}.pt"), weights_only=False)
+    ref = torch.load(os.path.join(golden, f"eval_{name}.pt"), weights_only=True)
     batch = ref["batch"]
     carry = model.initial_carry(batch)
     with torch.no_grad():
@@ -80,7 +80,7 @@ def test_eval_matches_reference(golden, name):
 @pytest.mark.parametrize("name", ["att_learned", "mlp_none"])
 def test_train_step_matches_reference(golden, name):
     model = golden_model(golden, name).train()
-    ref = torch.load(os.path.join(golden, f"train_{name}.pt"), weights_only=False)
+    ref = torch.load(os.path.join(golden, f"train_{name}.pt"), weights_only=True)
     batch = ref["batch"]
     carry, loss, metrics, out = model(model.initial_carry(batch), batch)
     (loss * ref["backward_scale"]).backward()
@@ -267,7 +267,7 @@ def test_cuda_bfloat16_forward_and_step(golden, name):
     """The same code on CUDA in bfloat16: close to the float32 reference outputs, and a
     training step runs with finite gradients."""
     cpu = golden_model(golden, name).eval()
-    ref = torch.load(os.path.join(golden, f"eval_{name}.pt"), weights_only=False)
+    ref = torch.load(os.path.join(golden, f"eval_{name}.pt"), weights_only=True)
     gpu = TRM(TRMConfig(**{**cpu.cfg.__dict__, "forward_dtype": "bfloat16"})).cuda()
     gpu.load_state_dict(cpu.state_dict())
     batch = {k: v.cuda() for k, v in ref["batch"].items()}

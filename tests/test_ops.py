@@ -107,7 +107,7 @@ def test_softmax_keeps_shape_and_float32():
 
 @pytest.mark.parametrize("kind", ["stablemax", "softmax"])
 def test_cross_entropy_matches_reference(golden, kind):
-    ref = torch.load(os.path.join(golden, "ce_ref.pt"), weights_only=False)
+    ref = torch.load(os.path.join(golden, "ce_ref.pt"), weights_only=True)
     x = ref["logits"].clone().requires_grad_(True)
     loss = ops.cross_entropy(kind, x, ref["labels"], ref["ignore_index"])
     loss.sum().backward()
@@ -148,7 +148,7 @@ def test_gather_rows():
 
 
 def test_sign_sgd_matches_reference(golden):
-    ref = torch.load(os.path.join(golden, "signsgd_ref.pt"), weights_only=False)
+    ref = torch.load(os.path.join(golden, "signsgd_ref.pt"), weights_only=True)
     table = ref["weights_before"].clone()
     ops.sparse_sign_sgd_(table, ref["ids"], ref["grad"], ref["lr"], ref["weight_decay"])
     torch.testing.assert_close(table, ref["weights_after"], rtol=1e-6, atol=0)

@@ -91,8 +91,8 @@ def test_adam_atan2_resumes_bitwise():
 def test_adam_atan2_reproduces_reference_training(golden):
     # train_seq_arc_rope.pt: three reference steps (AdamATan2 lr 1e-3, wd 0.1; sign-SGD lr 1e-2,
     # wd 0.1), with the gradients each step saw and the weights after it.
-    ref = torch.load(os.path.join(golden, "train_seq_arc_rope.pt"), weights_only=False)
-    ckpt = torch.load(os.path.join(golden, "ckpt_arc_rope.pt"), weights_only=False)
+    ref = torch.load(os.path.join(golden, "train_seq_arc_rope.pt"), weights_only=True)
+    ckpt = torch.load(os.path.join(golden, "ckpt_arc_rope.pt"), weights_only=True)
     names = list(ref["calls"][0]["grads"])
     params = [ckpt[n].clone().requires_grad_(True) for n in names]
     table_name = "_orig_mod.model.inner.puzzle_emb.weights"

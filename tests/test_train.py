@@ -74,8 +74,8 @@ def test_resume_is_bit_identical(tiny_data, tmp_path, variant):
     run([*args, f"--out_dir={split}", "--max_steps=6"])
     r = run([*args, f"--out_dir={split}", "--max_steps=11", "--init_from=resume"])
     assert "resumed from" in r.stdout and "at step 6" in r.stdout
-    a = torch.load(os.path.join(straight, "ckpt.pt"), weights_only=False)
-    b = torch.load(os.path.join(split, "ckpt.pt"), weights_only=False)
+    a = torch.load(os.path.join(straight, "ckpt.pt"), weights_only=True)
+    b = torch.load(os.path.join(split, "ckpt.pt"), weights_only=True)
     assert a["step"] == b["step"] == 11
     for key in ("model", "ema", "optimizers", "data", "carry", "rng", "passes_done", "metrics"):
         assert_same(a[key], b[key], key)
@@ -193,5 +193,5 @@ def test_variant_arc_recipes_run_evaluate_and_resume(tmp_path, recipe, extra):
     assert "[ARC] pass@1" in r.stdout
     r = run([*args, "--max_steps=4", "--init_from=resume"], env={"TRM_USE_EXT": "off"})
     assert "resumed from" in r.stdout and "at step 2" in r.stdout
-    ck = torch.load(os.path.join(tmp_path, "out", "ckpt.pt"), weights_only=False)
+    ck = torch.load(os.path.join(tmp_path, "out", "ckpt.pt"), weights_only=True)
     assert ck["step"] == 4 and ck["model_config"]["arch"] == recipe.split("/")[1][:3]

@@ -9,7 +9,7 @@ from test_model import check_grad, check_metrics, close, golden_model, strip_pre
 
 
 def test_three_step_sequence_matches_reference(golden):
-    ref = torch.load(os.path.join(golden, "train_seq_arc_rope.pt"), weights_only=False)
+    ref = torch.load(os.path.join(golden, "train_seq_arc_rope.pt"), weights_only=True)
     o = ref["optimizer"]
     model = golden_model(golden, "arc_rope").train()
     # the same order as the reference: the puzzle table's sign-SGD first, then AdamATan2

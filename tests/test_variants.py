@@ -30,7 +30,7 @@ def golden_variant(golden, arch, **kw):
     fields = set(TRMConfig.__dataclass_fields__)
     torch.manual_seed(0)
     model = TRM(TRMConfig(**{**{k: v for k, v in c.items() if k in fields}, **FIXED[arch], **kw}))
-    sd = torch.load(os.path.join(golden, f"ckpt_{arch}_small.pt"), weights_only=False)
+    sd = torch.load(os.path.join(golden, f"ckpt_{arch}_small.pt"), weights_only=True)
     model.load_state_dict(strip_prefix(sd.get("model_state_dict", sd)), strict=True)
     return model
 
@@ -96,7 +96,7 @@ def check_inner_calls(arch, calls, ref_calls):
 @pytest.mark.parametrize("arch", ["urm", "hrm"])
 def test_eval_matches_reference(golden, arch):
     model = golden_variant(golden, arch).eval()
-    ref = torch.load(os.path.join(golden, f"eval_{arch}_small.pt"), weights_only=False)
+    ref = torch.load(os.path.join(golden, f"eval_{arch}_small.pt"), weights_only=True)
     calls = record_inner_calls(model)
     batch = ref["batch"]
     carry = model.initial_carry(batch)
@@ -112,7 +112,7 @@ def test_eval_matches_reference(golden, arch):
 @pytest.mark.parametrize("arch", ["urm", "hrm"])
 def test_train_step_matches_reference(golden, arch, monkeypatch):
     model = golden_variant(golden, arch).train()
-    ref = torch.load(os.path.join(golden, f"train_{arch}_small.pt"), weights_only=False)
+    ref = torch.load(os.path.join(golden, f"train_{arch}_small.pt"), weights_only=True)
     if "exploration" in ref:
         # URM explores with probability 0.1 whatever the config: replay that step's two draws
         # (model.forward draws torch.rand_like(q_halt), then torch.randint_like(steps, 2, max + 1))
@@ -250,13 +250,13 @@ def test_conv_swiglu_formula():
 @pytest.mark.parametrize("conv_dtype", ["bfloat16", "float32"])
 def test_conv_dtype_setting_loads_reference_weights(golden, conv_dtype):
     model = golden_variant(golden, "urm", conv_dtype=conv_dtype)  # strict load, cast to conv_dtype
-    ckpt = torch.load(os.path.join(golden, "ckpt_urm_small.pt"), weights_only=False)
+    ckpt = torch.load(os.path.join(golden, "ckpt_urm_small.pt"), weights_only=True)
     sd = strip_prefix(ckpt["model_state_dict"])
     for name, p in model.named_parameters():
         want = getattr(torch, conv_dtype) if ".dwconv." in name else torch.float32
         assert p.dtype == want, name
         assert torch.equal(p.float(), sd[name].float()), name  # bf16 -> float32 is exact
-    ref = torch.load(os.path.join(golden, "eval_urm_small.pt"), weights_only=False)
+    ref = torch.load(os.path.join(golden, "eval_urm_small.pt"), weights_only=True)
     with torch.no_grad():
         _, _, out = model.eval().solve(ref["batch"])
     assert out["logits"].dtype == torch.float32
