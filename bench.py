@@ -3,10 +3,10 @@ Benchmark TRM's custom ops and one whole supervision step, on the PyTorch refere
 and on the csrc/ extension ('ext') side by side, in the same run.
 
     python bench.py                                   # ops + steps at 'arc' and 'sudoku'
-    python bench.py --ops=False --configs=sudoku --profile=True   # profiler table of one step
+    python bench.py --time_ops=False --configs=sudoku --profile=True   # profiler table of one step
     python bench.py --backends=torch --iters=1 --warmup=0         # reference only, quick
-    python bench.py --ops=False --configs=timing --backends=torch  # how fast is this machine
-    python bench.py --ops=False --step=False --prepare=True \
+    python bench.py --time_ops=False --configs=timing --backends=torch  # how fast is this machine
+    python bench.py --time_ops=False --time_steps=False --prepare=True \
         --prepare_input=kaggle/combined/arc-agi --reference_repo=../TinyRecursiveModels
                                                       # prepare_arc.py against the reference builder
 
@@ -42,13 +42,14 @@ from contextlib import nullcontext
 
 import torch
 
+import ops
 from model import TRM, TRMConfig
 from optim import AdamATan2, SignSGD, train_step
 
 # -----------------------------------------------------------------------------
 device = "auto"            # 'auto' (cuda if present), 'cpu', 'cuda', 'cuda:1', ...
-ops = True                 # time the custom ops (cross-entropy, puzzle-table gather and update)
-step = True                # time one whole training step per config
+time_ops = True            # time the custom ops (cross-entropy, puzzle-table gather and update)
+time_steps = True          # time one whole training step per config
 configs = "arc,sudoku,timing"  # named step configs, comma separated (see step_config)
 backends = "torch,ext"     # which backends to time; 'ext' is skipped with a note if unavailable
 batch_size = 0             # step batch size; 0 = a size that fits the device (step_config)
@@ -67,8 +68,6 @@ seed = 0
 from configurator import configure  # noqa: E402
 
 configure(globals())
-do_ops, do_step = ops, step  # the setting 'ops' shadows the module name until this import
-import ops  # noqa: E402
 
 if device == "auto":
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -308,7 +307,7 @@ def bench_step(cfg_name, names):
     def call():
         batch = batches[state["i"] % len(batches)]
         state["i"] += 1
-        state["carry"], _, _ = train_step(model, state["carry"], batch, optimizers, B)
+        state["carry"], _ = train_step(model, state["carry"], batch, optimizers, B)
 
     results = {}
     for name in names:
@@ -434,10 +433,10 @@ if cuda:
 print()
 row(*(c for c, _, _ in COLS))
 row(*("-" * w for _, w, _ in COLS))
-if do_ops:
+if time_ops:
     bench_ops(names)
 timing_lines = []
-if do_step:
+if time_steps:
     for c in configs.split(","):
         if c.strip():
             bench_step(c.strip(), names)

@@ -27,7 +27,7 @@ import torch
 
 import checkpoint
 
-IGNORE_LABEL_ID = -100  # label value the loss skips
+from ops import IGNORE_INDEX as IGNORE_LABEL_ID  # -100, the label value the loss skips (defined in ops.py)
 CSV_HEADER = ["source", "question", "answer", "rating"]  # the hub's Sudoku and Maze files
 
 FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
@@ -116,7 +116,7 @@ class PuzzleDataset:
     """One split of one or more dataset directories, cut into batches for this rank.
 
     iter_train(): one pass of `epochs_per_iter` epochs in a seeded random order (REFERENCE.md §2);
-    iter_test(): every example once, in order. Both yield (set_name, batch, global_effective_size).
+    iter_test(): every example once, in order. Both yield (set_name, batch).
     """
 
     def __init__(self, paths: str | list[str], split: str, global_batch_size: int, rank: int = 0,
@@ -198,9 +198,9 @@ class PuzzleDataset:
                      for k, v in batch.items()}
         return {k: torch.from_numpy(v) for k, v in batch.items()}
 
-    def iter_test(self) -> Iterator[tuple[str, dict[str, torch.Tensor], int]]:
-        """Every example once, in order: global batches of consecutive examples, this rank's
-        slice of each, padded; the int is the number of real examples in the global batch."""
+    def iter_test(self) -> Iterator[tuple[str, dict[str, torch.Tensor]]]:
+        """Every example once, in order: (set name, batch) for global batches of consecutive
+        examples, this rank's slice of each, padded."""
         G, B = self.global_batch_size, self.local_batch_size
         for name, d in self.data.items():
             n = len(d["inputs"])
@@ -210,7 +210,7 @@ class PuzzleDataset:
                 # puzzle of example i: the last puzzle starting at or before i
                 puzzles = np.searchsorted(d["puzzle_indices"], np.arange(lo, hi), side="right") - 1
                 batch = self._collate(d["inputs"][lo:hi], d["labels"][lo:hi], d["puzzle_identifiers"][puzzles])
-                yield name, batch, end - start
+                yield name, batch
 
     def _plan(self, d: dict[str, np.ndarray], counter: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """The full global batches of one pass over a set: (example rows [G], their puzzles [G]).
@@ -240,8 +240,8 @@ class PuzzleDataset:
                 return
             yield np.concatenate(rows), np.concatenate(puzzles)
 
-    def iter_train(self) -> Iterator[tuple[str, dict[str, torch.Tensor], int]]:
-        """One pass (epochs_per_iter epochs) over each set; the int is the global batch size.
+    def iter_train(self) -> Iterator[tuple[str, dict[str, torch.Tensor]]]:
+        """One pass (epochs_per_iter epochs) over each set, as (set name, batch).
         After load_state_dict this finishes the interrupted pass instead, from where it stopped."""
         names = list(self.data)
         lo, hi = self.rank * self.local_batch_size, (self.rank + 1) * self.local_batch_size
@@ -257,7 +257,7 @@ class PuzzleDataset:
                 self._batches += 1
                 rows, puzzles = rows[lo:hi], puzzles[lo:hi]
                 batch = self._collate(d["inputs"][rows], d["labels"][rows], d["puzzle_identifiers"][puzzles])
-                yield names[s], batch, self.global_batch_size
+                yield names[s], batch
 
     def state_dict(self) -> dict:
         """Position of the train iterator, counting the batch just yielded as consumed."""

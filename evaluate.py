@@ -27,21 +27,20 @@ them. Writes into out_dir:
   trace.json/html      with --trace=N: the answer (tokens) and q_halt after every ACT step for the
                        first N test examples, and a page that shows them changing
 """
-import hashlib
 import json
 import math
 import os
-import platform
-import resource
-import subprocess
-import sys
 import time
 from collections import Counter
+from dataclasses import fields
 
 import numpy as np
 import torch
 
 import checkpoint
+import report
+import runtime
+from configurator import ConfigError, configure, load_config_file
 from data import IGNORE_LABEL_ID, PuzzleDataset, inverse_dihedral
 from model import TRM, TRMConfig
 
@@ -68,14 +67,12 @@ device = "auto"
 dtype = "auto"             # forward dtype: 'auto' (bfloat16 on CUDA, float32 on CPU)
 seed = 0
 ddp_timeout = 300          # torchrun: seconds a collective waits for the other ranks
-# architecture of a reference checkpoint, when not in --config (None: TRMConfig's default)
-# (arch None: read from the checkpoint's key layout)
-arch = hidden_size = num_heads = expansion = L_layers = H_layers = H_cycles = L_cycles = None
-puzzle_emb_ndim = puzzle_emb_len = pos_encodings = mlp_t = mlp_kind = conv_dtype = rms_norm_eps = rope_theta = None
-no_ACT_continue = loss_type = None
-ARCH_KEYS = ("arch", "hidden_size", "num_heads", "expansion", "L_layers", "H_layers", "H_cycles", "L_cycles",
-             "puzzle_emb_ndim", "puzzle_emb_len", "pos_encodings", "mlp_t", "mlp_kind", "conv_dtype", "rms_norm_eps",
-             "rope_theta", "halt_max_steps", "no_ACT_continue", "loss_type")
+# architecture of a reference checkpoint: every TRMConfig field (hidden_size, L_cycles, ...) is a
+# setting too, None unless given (--config's value, else TRMConfig's default; arch None: read
+# from the checkpoint's key layout). The sizes (vocab_size, ...) always come from the dataset.
+SIZES = ("vocab_size", "seq_len", "num_puzzle_identifiers", "forward_dtype")
+ARCH_KEYS = tuple(f.name for f in fields(TRMConfig) if f.name not in SIZES)
+globals().update({k: None for k in ARCH_KEYS if k != "halt_max_steps"})
 REF_PREFIXES = ("_orig_mod.model.inner.", "model.inner.")
 LAYOUT = ("L_level.", "H_level.", "layers.")  # block keys of TRM, HRM (both) and URM
 # -----------------------------------------------------------------------------
@@ -167,13 +164,18 @@ class ARCEvaluator:
             key = (task, grid_key(undo(crop(inp))))
             self.votes.setdefault(key, []).append((grid_key(undo(crop(pred))), float(qi), int(i)))
 
-    def state(self):
-        return self.votes
+    def gather(self, rt):
+        """Under torchrun, bring every rank's votes to rank 0 (each vote knows its position in
+        the split, so the result does not depend on the number of ranks)."""
+        pools = rt.gather(self.votes)
+        if rt.ddp and rt.master:
+            self.votes = {}
+            self.merge(pools)
 
-    def merge(self, states):
-        """Join the votes of other evaluators (the ranks of a distributed evaluation), in order."""
-        for s in states:
-            for k, v in s.items():
+    def merge(self, pools):
+        """Add the votes of other evaluators' pools (their .votes), in order."""
+        for votes in pools:
+            for k, v in votes.items():
                 self.votes.setdefault(k, []).extend(v)
 
     @staticmethod
@@ -269,92 +271,80 @@ class ARCEvaluator:
 
 # the evaluation loop (also train.py's) ---------------------------------------
 
-def evaluate_split(model, dataset: PuzzleDataset, device, arc: ARCEvaluator | None = None,
-                   per_step: bool = False, trace: int = 0, trace_unsolved: bool = False, reduce=None) -> dict:
+class StepRecorder:
+    """What one batch's ACT steps did, from the per-row results the model reports after each
+    step: over the labelled rows, their number, summed token accuracy and exact count (for
+    steps.csv); for tracing, every row's answer and q_halt after each step."""
+
+    def __init__(self, keep_answers: bool):
+        self.sums, self.keep_answers, self.preds, self.q_halt = [], keep_answers, [], []
+
+    def __call__(self, step, carry, metrics, outputs):
+        real = outputs["labelled"]
+        self.sums.append(torch.stack([real.sum(), torch.where(real, outputs["token_accuracy"], 0).sum(),
+                                      (real & outputs["exact"]).sum()]).double())
+        if self.keep_answers:
+            self.preds.append(outputs["preds"].cpu())
+            self.q_halt.append(outputs["q_halt_logits"].float().cpu())
+
+    def traces(self, set_name, batch, want: int, unsolved: bool) -> list[dict]:
+        """Up to `want` labelled rows of the batch (unsolved: only those whose first answer is
+        wrong), each with its input, target and answer and q_halt after every step."""
+        labels = batch["labels"].cpu()
+        mask = labels != IGNORE_LABEL_ID
+        pick = mask.any(-1)
+        if unsolved:
+            pick &= ((self.preds[0] != labels) & mask).any(-1)
+        return [{"set": set_name, "input": batch["inputs"][r].tolist(), "target": torch.where(mask[r], labels[r], 0).tolist(),
+                 "steps": [p[r].tolist() for p in self.preds], "q_halt": [float(q[r]) for q in self.q_halt]}
+                for r in torch.nonzero(pick).flatten()[:want].tolist()]
+
+
+METRICS = ("accuracy", "count", "exact_accuracy", "lm_loss", "q_halt_accuracy", "q_halt_loss", "steps")
+
+
+def evaluate_split(model, dataset: PuzzleDataset, device, arc: ARCEvaluator | None = None, trace: int = 0,
+                   trace_unsolved: bool = False, reduce=None) -> dict:
     """Run every test example for the model's halt_max_steps ACT steps in inference mode.
-    Returns {set: metrics} (the final step's, per example; 'count' examples), plus under
-    '_steps' the token and exact accuracy after each step (per_step) and under '_trace' the
-    tokens of the first `trace` examples after each step (trace_unsolved: the first whose answer
-    after step 1 is wrong). reduce(tensor) sums across ranks."""
+    Returns {'sets': {set: the final step's metrics per example, 'count' examples},
+    'steps': token and exact accuracy after each step, 'trace': the answers after each step of
+    the first `trace` examples (trace_unsolved: the first whose answer after step 1 is wrong)}.
+    reduce(tensor) sums across ranks; arc, if given, receives every final answer."""
     was_training = model.training
     model.eval()
     sums, step_sums, traces = {}, {}, []
-    keys = None
     start = 0  # position in the split of the global batch's first example
     with torch.inference_mode():
-        for set_name, batch, _ in dataset.iter_test():
+        for set_name, batch in dataset.iter_test():
             batch = {k: v.to(device) for k, v in batch.items()}
-            labels = batch["labels"]
-            mask = labels != IGNORE_LABEL_ID
-            real = mask.any(-1)  # padding rows have no labels (Sudoku's real rows have the blank id too)
-            want = max(0, trace - len(traces))
-            step_preds, step_q = [], []  # this batch's answers after each step, when tracing
-
-            def on_step(s, carry, metrics, outputs):
-                if per_step:
-                    correct = (outputs["preds"] == labels) & mask
-                    n = mask.sum(-1).clamp_min(1)
-                    v = torch.stack([real.sum(), torch.where(real, correct.sum(-1) / n, 0).sum(),
-                                     (real & (correct.sum(-1) == mask.sum(-1))).sum()]).double()
-                    step_sums[s] = step_sums.get(s, 0) + v
-                if want:
-                    step_preds.append(outputs["preds"].cpu())
-                    step_q.append(outputs["q_halt_logits"].float().cpu())
-
-            carry, metrics, outputs = model.solve(batch, on_step=on_step)
-            if want:
-                pick = real.clone()
-                if trace_unsolved:  # examples whose first answer is wrong: the steps have work to do
-                    pick &= ((step_preds[0].to(labels.device) != labels) & mask).any(-1)
-                for r in torch.nonzero(pick).flatten()[:want].tolist():
-                    traces.append({"set": set_name, "input": batch["inputs"][r].tolist(),
-                                   "target": torch.where(mask[r], labels[r], 0).tolist(),
-                                   "steps": [p[r].tolist() for p in step_preds], "q_halt": [float(q[r]) for q in step_q]})
+            record = StepRecorder(keep_answers=len(traces) < trace)
+            carry, metrics, outputs = model.solve(batch, on_step=record)
+            for s, v in enumerate(record.sums, 1):
+                step_sums[s] = step_sums.get(s, 0) + v
+            if len(traces) < trace:
+                traces += record.traces(set_name, batch, trace - len(traces), trace_unsolved)
             if arc is not None:
                 first = start + dataset.rank * dataset.local_batch_size
                 arc.update(batch["inputs"], batch["puzzle_identifiers"], outputs["preds"], outputs["q_halt_logits"],
                            index=range(first, first + len(batch["inputs"])))
             start += dataset.global_batch_size
-            keys = keys or sorted(metrics)
-            vec = torch.stack([metrics[k].double() for k in keys])
+            vec = torch.stack([metrics[k].double() for k in METRICS])
             sums[set_name] = sums.get(set_name, 0) + vec
-    results = {}
-    for set_name in dataset.data:
-        vec = sums.get(set_name)
-        if vec is None:
-            continue
-        vec = vec.clone()
-        if reduce is not None:
-            reduce(vec)
-        m = dict(zip(keys, vec.cpu().tolist()))
-        count = max(m["count"], 1)
-        results[set_name] = {k: (v if k == "count" else v / count) for k, v in m.items()}
-    if per_step:
-        steps = []
-        for s in sorted(step_sums):
-            v = step_sums[s].clone()
-            if reduce is not None:
-                reduce(v)
-            n, acc, exact = v.cpu().tolist()
-            steps.append({"step": s, "accuracy": acc / max(n, 1), "exact_accuracy": exact / max(n, 1)})
-        results["_steps"] = steps
-    if trace:
-        results["_trace"] = traces
     model.train(was_training)
-    return results
+    total = lambda v: (reduce(v.clone()) if reduce is not None else v).cpu().tolist()
+    sets = {}
+    for set_name in dataset.data:
+        if set_name in sums:
+            m = dict(zip(METRICS, total(sums[set_name])))
+            sets[set_name] = {k: (v if k == "count" else v / max(m["count"], 1)) for k, v in m.items()}
+    steps = []
+    for s in sorted(step_sums):
+        n, acc, exact = total(step_sums[s])
+        steps.append({"step": s, "accuracy": acc / max(n, 1), "exact_accuracy": exact / max(n, 1)})
+    return {"sets": sets, "steps": steps, "trace": traces}
 
 
 # loading checkpoints -----------------------------------------------------------
-
-def load_recipe(path: str) -> dict:
-    """The settings a train config file sets (run as train.py would run it)."""
-    if not os.path.isfile(path):
-        raise SystemExit(f"error: config file not found: {path}")
-    ns = {"__file__": os.path.abspath(path)}
-    with open(path) as f:
-        exec(compile(f.read(), path, "exec"), ns)
-    return {k: v for k, v in ns.items() if not k.startswith("_") and type(v).__name__ != "module"}
-
 
 def read_checkpoint(path: str, trust: bool = False) -> tuple[str, dict]:
     """('ours', checkpoint dict) or ('reference', state dict without its prefix); SystemExit
@@ -399,66 +389,41 @@ def load_weights(model: TRM, state: dict, path: str):
     model.load_state_dict(state)
 
 
+def model_settings(kind: str, ck: dict, settings: dict) -> dict:
+    """The architecture settings of a checkpoint: ours carries them; a reference checkpoint's
+    come from --config, then the settings given, and its arch from its key layout."""
+    if kind == "ours":
+        return dict(ck["model_config"])
+    try:
+        recipe = load_config_file(settings["config"]) if settings["config"] else {}
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}")
+    cfg = {k: v for k, v in recipe.items() if k in ARCH_KEYS}
+    cfg.update({k: settings[k] for k in ARCH_KEYS if settings.get(k) is not None and k != "halt_max_steps"})
+    if settings.get("arch") is None:
+        cfg["arch"] = ("hrm" if any(k.startswith("H_level.") for k in ck)
+                       else "urm" if any(k.startswith("layers.") for k in ck) else "trm")
+    return cfg
+
+
 def build_model(kind: str, ck: dict, meta, settings: dict, dev: str, fdtype: str) -> tuple[TRM, dict]:
     """The model of a checkpoint with its weights (EMA when asked and present)."""
-    if kind == "ours":
-        cfg = dict(ck["model_config"])
-    else:
-        recipe = load_recipe(settings["config"]) if settings["config"] else {}
-        fields = TRMConfig.__dataclass_fields__
-        cfg = {k: recipe[k] for k in ARCH_KEYS if k in recipe and k in fields}
-        cfg.update({k: settings[k] for k in ARCH_KEYS if settings.get(k) is not None and k in fields})
-        if settings.get("arch") is None:  # the key layout tells the architecture
-            cfg["arch"] = ("hrm" if any(k.startswith("H_level.") for k in ck)
-                           else "urm" if any(k.startswith("layers.") for k in ck) else "trm")
+    cfg = model_settings(kind, ck, settings)
     cfg.update(vocab_size=meta.vocab_size, seq_len=meta.seq_len, num_puzzle_identifiers=meta.num_puzzle_identifiers,
                forward_dtype=fdtype, halt_exploration_prob=0.0)
     if settings["halt_max_steps"]:
         cfg["halt_max_steps"] = settings["halt_max_steps"]
     try:
-        model = TRM(TRMConfig(**cfg)).to(dev)
+        model = TRM(TRMConfig.from_settings(cfg)).to(dev)
     except (TypeError, ValueError) as e:
         raise SystemExit(f"error: model settings {cfg}: {e}")
+    state = ck
     if kind == "ours":
-        state = ck["model"]
+        state = dict(ck["model"])
         if settings["use_ema"] and ck.get("ema") is not None:
-            state = dict(state)
             state.update(ck["ema"])  # the averaged parameters, by name
-        load_weights(model, state, settings["ckpt"])
-    else:
-        load_weights(model, ck, settings["ckpt"])
+    load_weights(model, state, settings["ckpt"])
     return model, cfg
-
-
-# provenance -----------------------------------------------------------------------
-
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 24), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def dataset_fingerprint(path: str) -> str:
-    """sha256 over the test split's files and the identifier lists, by name."""
-    h = hashlib.sha256()
-    names = [os.path.join("test", f) for f in sorted(os.listdir(os.path.join(path, "test")))]
-    names += [f for f in ("identifiers.json", "test_puzzles.json") if os.path.exists(os.path.join(path, f))]
-    for n in names:
-        h.update(n.encode() + b"\0" + sha256_file(os.path.join(path, n)).encode())
-    return h.hexdigest()
-
-
-def git_commit() -> str:
-    try:
-        here = os.path.dirname(os.path.abspath(__file__))
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def data_kind(meta, path: str) -> str:
@@ -470,7 +435,6 @@ def data_kind(meta, path: str) -> str:
 # -----------------------------------------------------------------------------
 
 def main(argv=None):
-    from configurator import configure
     settings = {k: v for k, v in globals().items() if not k.startswith("_") and not k.isupper()
                 and (v is None or isinstance(v, (int, float, bool, str, list)))}
     configure(settings, argv)
@@ -483,22 +447,7 @@ def main(argv=None):
     except ValueError as e:
         raise SystemExit(f"error: out_dir {e}")
     torch.manual_seed(s["seed"])
-    dev = s["device"] if s["device"] != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    dev_type = "cuda" if dev.startswith("cuda") else "cpu"
-    fdtype = s["dtype"] if s["dtype"] != "auto" else ("bfloat16" if dev_type == "cuda" else "float32")
-
-    # torchrun: each rank runs its slice of every test batch; sums and votes meet on rank 0
-    ddp = "RANK" in os.environ
-    rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if ddp else (0, 1)
-    if ddp:
-        import torch.distributed as dist
-        from datetime import timedelta
-        if dev_type == "cuda":
-            dev = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-            torch.cuda.set_device(dev)
-        dist.init_process_group("nccl" if dev_type == "cuda" else "gloo", timeout=timedelta(seconds=s["ddp_timeout"]))
-    master = rank == 0
-    log = print if master else (lambda *a, **k: None)
+    rt = runtime.setup(s["device"], s["dtype"], s["ddp_timeout"])
 
     kind, ck = read_checkpoint(s["ckpt"], s["trust_checkpoint"])
     data_dir = s["data"]
@@ -508,96 +457,34 @@ def main(argv=None):
         data_dir = ck["config"].get("test_data_dir") or ck["config"]["data_dir"]
     batch = s["batch_size"] or (ck["config"].get("global_batch_size", 256) if kind == "ours" else 256)
     try:
-        test_data = PuzzleDataset(data_dir.split(","), "test", batch, rank=rank, world_size=world)
+        test_data = PuzzleDataset(data_dir.split(","), "test", batch, rank=rt.rank, world_size=rt.world_size)
     except (OSError, ValueError) as e:
         raise SystemExit(f"error: {e}")
     meta = test_data.metadata
-    model, cfg = build_model(kind, ck, meta, s, dev, fdtype)
-    if master:
+    model, cfg = build_model(kind, ck, meta, s, rt.device, rt.dtype)
+    if rt.master:
         checkpoint.mark_folder(out, "evaluation", "evaluate.py", checkpoint=os.path.abspath(s["ckpt"]))
     first_dir = data_dir.split(",")[0]
     dkind = data_kind(meta, first_dir)
     arc = (ARCEvaluator(first_dir, s["pass_ks"], s["variants"], meta.blank_identifier_id, s["scoring"])
            if dkind == "arc" else None)
-    log(f"evaluating {s['ckpt']} ({kind} checkpoint, {model.num_params() / 1e6:.2f}M parameters, "
-          f"{cfg['halt_max_steps']} ACT steps) on {data_dir} ({dkind}), device {dev}, {fdtype}, batch {batch}"
-        + (f", {world} ranks" if ddp else ""))
+    rt.log(f"evaluating {s['ckpt']} ({kind} checkpoint, {model.num_params() / 1e6:.2f}M parameters, "
+           f"{cfg['halt_max_steps']} ACT steps) on {data_dir} ({dkind}), device {rt.device}, {rt.dtype}, "
+           f"batch {batch}" + (f", {rt.world_size} ranks" if rt.ddp else ""))
 
-    if dev_type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
+    if rt.device_type == "cuda":
+        torch.cuda.reset_peak_memory_stats(rt.device)
     t0 = time.time()
-    res = evaluate_split(model, test_data, dev, arc=arc, per_step=True, trace=s["trace"] if master else 0,
-                         trace_unsolved=s["trace_unsolved"],
-                         reduce=dist.all_reduce if ddp else None)
-    if ddp and arc is not None:
-        states = [None] * world if master else None
-        dist.gather_object(arc.state(), states, dst=0)
-        if master:
-            arc.votes = {}
-            arc.merge(states)
-    wall = time.time() - t0
-    if ddp:
-        dist.destroy_process_group()
-    if not master:
-        return None
-    steps, traces = res.pop("_steps"), res.pop("_trace", [])
-    n_examples = sum(m["count"] for m in res.values())
-    report = {"metrics": res, "steps": steps}
-    for set_name, m in res.items():
-        print(f"[{set_name}] " + " ".join(f"{k} {v:.4f}" for k, v in m.items() if k != "count")
-              + f" ({int(m['count'])} examples)")
-    print("after each ACT step: exact " + " ".join(f"{r['exact_accuracy']:.4f}" for r in steps))
-    with open(os.path.join(out, "steps.csv"), "w") as f:
-        f.write("step,accuracy,exact_accuracy\n")
-        f.writelines(f"{r['step']},{r['accuracy']:.6f},{r['exact_accuracy']:.6f}\n" for r in steps)
-
+    res = evaluate_split(model, test_data, rt.device, arc=arc, trace=s["trace"] if rt.master else 0,
+                         trace_unsolved=s["trace_unsolved"], reduce=rt.all_reduce if rt.ddp else None)
     if arc is not None:
-        r = arc.result(curve_repeats=s["curve_repeats"], bootstrap=s["bootstrap"], seed=s["seed"])
-        report["arc"] = {"variants": s["variants"], "scoring": s["scoring"], **r["metrics"], "curve": r.get("curve", [])}
-        print("ARC " + " ".join(f"{k} {v:.4f}" for k, v in r["metrics"].items() if not k.endswith("ci95"))
-              + "".join(f"  {k} [{v[0]:.4f}, {v[1]:.4f}]" for k, v in r["metrics"].items() if k.endswith("ci95")))
-        write_json(os.path.join(out, "submission.json"), r["submission"])
-        with open(os.path.join(out, "predictions.jsonl"), "w") as f:
-            f.writelines(json.dumps(row) + "\n" for row in r["rows"])
-        if r.get("curve"):
-            with open(os.path.join(out, "votes_curve.csv"), "w") as f:
-                f.write("votes,pass@1,pass@1_std,pass@2,pass@2_std\n")
-                f.writelines(f"{c['votes']},{c['pass@1']:.6f},{c['pass@1_std']:.6f},{c['pass@2']:.6f},"
-                             f"{c['pass@2_std']:.6f}\n" for c in r["curve"])
-            import report as rep
-            rep.plot_curve(r["curve"], os.path.join(out, "votes_curve.png"),
-                           f"{os.path.basename(s['ckpt'])}: pass@K vs votes")
-        if s["html"]:
-            import report as rep
-            summary = {k: (f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in r["metrics"].items()}
-            rep.write_arc_html(os.path.join(out, "report.html"), arc.html_tasks(r),
-                               f"ARC evaluation of {s['ckpt']}", summary)
-    if traces:
-        import report as rep
-        traces = [{"kind": dkind, "name": f"{t['set']} example {i}", **t} for i, t in enumerate(traces)]
-        write_json(os.path.join(out, "trace.json"), traces)
-        rep.write_trace_html(os.path.join(out, "trace.html"), traces, f"ACT steps of {s['ckpt']}")
-
-    peak = (torch.cuda.max_memory_allocated(dev) / 2**20 if dev_type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    report["provenance"] = {
-        "checkpoint": os.path.abspath(s["ckpt"]), "checkpoint_kind": kind, "checkpoint_sha256": sha256_file(s["ckpt"]),
-        "data": data_dir, "dataset_fingerprint": dataset_fingerprint(first_dir), "git_commit": git_commit(),
-        "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
-        "device": torch.cuda.get_device_name(dev) if dev_type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
-        "dtype": fdtype, "model_config": cfg, "settings": {k: v for k, v in s.items() if v is not None},
-        "wall_s": round(wall, 3), "examples_per_s": round(n_examples / max(wall, 1e-9), 2),
-        "peak_memory_mb": round(peak, 1), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    write_json(os.path.join(out, "report.json"), report, indent=1)
-    print(f"{n_examples:.0f} examples in {wall:.1f}s ({n_examples / max(wall, 1e-9):.1f}/s); wrote {out}")
-    return report
-
-
-def write_json(path: str, obj, indent=None):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=indent)
-    os.replace(tmp, path)
+        arc.gather(rt)
+    wall = time.time() - t0
+    rt.close()
+    if not rt.master:
+        return None
+    return report.write_evaluation(out, s, res, arc, dkind, kind=kind, data_dir=data_dir, model_config=cfg,
+                                   rt=rt, wall=wall)
 
 
 if __name__ == "__main__":

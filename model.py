@@ -5,11 +5,13 @@ The Tiny Recursive Model (TRM, arXiv 2510.04871) in one file, with its successor
 Reading order:
   TRMConfig        the sizes and switches of the network and of ACT halting
   Block            one post-norm transformer block (attention or mlp_t variant; SwiGLU or ConvSwiGLU)
-  TRM.embed        token + puzzle-embedding prefix + positions -> x
-  TRM.recurse      one ACT step: H_cycles x (L_cycles latent updates, one answer update);
-                   URM and HRM differ only here (and in their parameters)
-  TRM.forward      the ACT wrapper and the loss head: reset halted rows, recurse, halt, loss
-  TRM.solve        evaluation: run every row for halt_max_steps steps
+  TRM.embed             token + puzzle-embedding prefix + positions -> x
+  TRM.latent_recursion  the paper's latent_recursion: n latent updates, then one answer update
+  TRM.deep_recursion    the paper's deep_recursion: T-1 no-gradient latent recursions, then one
+                        with gradient (URM's and HRM's recursions are their own methods beside it)
+  TRM.recurse           one ACT step: the recursion, then the output and halting heads
+  TRM.forward           the ACT wrapper and the loss head: reset halted rows, recurse, halt, loss
+  TRM.solve             evaluation: run every row for halt_max_steps steps
 
 Names: the paper's answer y is z_H here and its latent z is z_L, the names the reference code and
 its checkpoints use. Parameter names match the reference's state dict (REFERENCE.md §6) one to one, so a
@@ -27,15 +29,14 @@ puzzle embedding. They differ in the recursion:
 """
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 import ops
-
-IGNORE_LABEL_ID = -100
+from ops import IGNORE_INDEX
 
 
 @dataclass
@@ -102,6 +103,13 @@ class TRMConfig:
             need(not self.no_ACT_continue, f"{a}: HRM halts on q_halt > q_continue and learns Q-continue: "
                  "set no_ACT_continue=False")
 
+    @classmethod
+    def from_settings(cls, settings: dict, **sizes) -> "TRMConfig":
+        """The config named by a dict of settings (a train config's globals; keys that are not
+        fields are ignored), with sizes (vocab_size, seq_len, ...) given separately."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{**{k: v for k, v in settings.items() if k in names}, **sizes})
+
     @property
     def prefix_len(self):
         """P: the number of puzzle-embedding positions in front of the tokens."""
@@ -153,12 +161,17 @@ class Embedding(nn.Module):
         return F.embedding(idx, self.embedding_weight.to(dtype))
 
 
+def swiglu_inner(width, expansion):
+    """The inner width of SwiGLU and ConvSwiGLU: 2/3 * expansion * width, rounded up to 256."""
+    return -(-round(expansion * width * 2 / 3) // 256) * 256
+
+
 class SwiGLU(nn.Module):
-    """down(silu(gate) * up), the inner width 2/3 * expansion * width rounded up to 256."""
+    """down(silu(gate) * up), of inner width swiglu_inner(width, expansion)."""
 
     def __init__(self, width, expansion):
         super().__init__()
-        inner = -(-round(expansion * width * 2 / 3) // 256) * 256
+        inner = swiglu_inner(width, expansion)
         self.gate_up_proj = Linear(width, 2 * inner)  # first half gate, second half up
         self.down_proj = Linear(inner, width)
 
@@ -176,7 +189,7 @@ class ConvSwiGLU(nn.Module):
 
     def __init__(self, width, expansion, dtype):
         super().__init__()
-        inner = -(-round(expansion * width * 2 / 3) // 256) * 256  # as SwiGLU
+        inner = swiglu_inner(width, expansion)
         self.gate_up_proj = Linear(width, 2 * inner)
         # PyTorch's default Conv1d init (uniform +-1/sqrt(2) for weight [inner, 1, 2] and bias), then cast
         self.dwconv = nn.Conv1d(inner, inner, kernel_size=2, padding=1, groups=inner).to(dtype)
@@ -354,6 +367,8 @@ class TRM(nn.Module):
             self.L_level = Reasoner(cfg, cfg.L_layers)
             self.H_init = nn.Buffer(trunc_normal_(torch.empty(h), 1.0))
             self.L_init = nn.Buffer(trunc_normal_(torch.empty(h), 1.0))
+        # the recursion of one ACT step, chosen once
+        self.recursion = {"trm": self.deep_recursion, "hrm": self.hrm_recursion, "urm": self.urm_recursion}[cfg.arch]
 
     # ----------------------------------------------------------------------------------------
     # the network
@@ -371,45 +386,64 @@ class TRM(nn.Module):
             x = 0.707106781 * (x + self.embed_pos.embedding_weight.to(self.dtype))
         return math.sqrt(h) * x
 
-    def recurse(self, z_H, z_L, x):
-        """One ACT step of deep recursion. Returns the detached new state, the token logits
-        [B, L, V] and (q_halt, q_continue) [B] in float32."""
+    # ----------------------------------------------------------------------------------------
+    # the recursion, as the paper writes it: y is z_H (the answer), z is z_L (the latent)
+
+    def latent_recursion(self, x, y, z, rope):
+        """n = L_cycles updates of the latent from the input, the answer and itself, then one
+        update of the answer from the latent alone (one net for both)."""
+        for _ in range(self.cfg.L_cycles):
+            z = self.L_level(z, y + x, rope)
+        y = self.L_level(y, z, rope)
+        return y, z
+
+    def deep_recursion(self, x, y, z, rope):
+        """T = H_cycles latent recursions: T - 1 without gradient, which only move the state
+        forward, then one with gradient, so memory does not grow with depth."""
+        with torch.no_grad():
+            for _ in range(self.cfg.H_cycles - 1):
+                y, z = self.latent_recursion(x, y, z, rope)
+        return self.latent_recursion(x, y, z, rope)
+
+    def hrm_recursion(self, x, y, z, rope):
+        """HRM: TRM's cycles with a second stack for the answer update (H_level), and gradient
+        only through the very last latent and answer updates (its "1-step gradient")."""
         cfg = self.cfg
-        rope = (self.rope_cos, self.rope_sin) if cfg.pos_encodings == "rope" else None
-        if cfg.arch == "urm":
-            # URM: one state s (carried as z_H; z_L is ignored and returned as z_H). An iteration
-            # re-injects the input, then runs every block; only the last L_cycles get gradient.
-            def iteration(s):
-                s = s + x
-                for layer in self.layers:
-                    s = layer(s, rope)
-                return s
-            with torch.no_grad():
-                for _ in range((cfg.H_cycles - 1) * cfg.L_cycles):
-                    z_H = iteration(z_H)
-            for _ in range(cfg.L_cycles):
-                z_H = iteration(z_H)
-        else:
-            L_net = self.L_level
-            H_net = self.H_level if cfg.arch == "hrm" else self.L_level  # TRM: one net for both
-            # z_L updates of the last cycle that get gradient: TRM all of them, HRM only the last
-            n_grad = 1 if cfg.arch == "hrm" else cfg.L_cycles
-            # the cycles without gradient: they only move the state forward ...
-            with torch.no_grad():
-                for cycle in range(cfg.H_cycles):
-                    last = cycle == cfg.H_cycles - 1
-                    for _ in range(cfg.L_cycles - (n_grad if last else 0)):
-                        z_L = L_net(z_L, z_H + x, rope)  # latent update sees the answer and the input
-                    if not last:
-                        z_H = H_net(z_H, z_L, rope)      # answer update sees the latent only
-            # ... and the end of the last cycle with gradient, so memory does not grow with depth
-            for _ in range(n_grad):
-                z_L = L_net(z_L, z_H + x, rope)
-            z_H = H_net(z_H, z_L, rope)
-        logits = self.lm_head(z_H)[:, self.P:]
-        q = self.q_head(z_H[:, 0]).float()
-        z_H = z_H.detach()
-        return z_H, (z_H if cfg.arch == "urm" else z_L.detach()), logits, q[:, 0], q[:, 1]
+        with torch.no_grad():
+            for cycle in range(cfg.H_cycles):
+                last = cycle == cfg.H_cycles - 1
+                for _ in range(cfg.L_cycles - last):  # the last cycle's final update comes below
+                    z = self.L_level(z, y + x, rope)
+                if not last:
+                    y = self.H_level(y, z, rope)
+        z = self.L_level(z, y + x, rope)
+        return self.H_level(y, z, rope), z
+
+    def urm_recursion(self, x, s, _, rope):
+        """URM: one state s and one stack (layers). An iteration re-injects the input, then runs
+        every block; of H_cycles * L_cycles iterations only the last L_cycles get gradient."""
+        def iteration(s):
+            s = s + x
+            for layer in self.layers:
+                s = layer(s, rope)
+            return s
+
+        with torch.no_grad():
+            for _ in range((self.cfg.H_cycles - 1) * self.cfg.L_cycles):
+                s = iteration(s)
+        for _ in range(self.cfg.L_cycles):
+            s = iteration(s)
+        return s, s  # URM's carry keeps its one state as both z_H and z_L
+
+    def recurse(self, z_H, z_L, x):
+        """One ACT step: the architecture's recursion, then the heads. Returns the detached new
+        state, the token logits [B, L, V] and (q_halt, q_continue) [B] in float32."""
+        rope = (self.rope_cos, self.rope_sin) if self.cfg.pos_encodings == "rope" else None
+        y, z = self.recursion(x, z_H, z_L, rope)
+        logits = self.lm_head(y)[:, self.P:]
+        q = self.q_head(y[:, 0]).float()
+        z_H = y.detach()
+        return z_H, (z_H if z is y else z.detach()), logits, q[:, 0], q[:, 1]
 
     # ----------------------------------------------------------------------------------------
     # ACT wrapper and loss head
@@ -462,27 +496,32 @@ class TRM(nn.Module):
                     outputs["target_q_continue"] = torch.sigmoid(
                         torch.where(last, nq_halt, torch.maximum(nq_halt, nq_cont)))
         new_carry = Carry(z_H, z_L, steps, halted, data)
-        loss, metrics = self.loss_head(new_carry, outputs)
-        return new_carry, loss, metrics, outputs
+        loss, metrics, rows = self.loss_head(new_carry, outputs)
+        return new_carry, loss, metrics, {**outputs, **rows}
 
     def loss_head(self, carry, outputs):
+        """(loss, metrics, rows): the loss summed over rows; the metrics of the rows that halted
+        in this call, as sums; per row, the answer `preds` [B, L], `exact` [B] (every labelled
+        token right), `token_accuracy` [B] and `labelled` [B] (the row has labels: not padding)."""
         labels = carry.current_data["labels"]
         logits = outputs["logits"]
         with torch.no_grad():
-            preds = outputs["preds"] = logits.argmax(-1)
-            mask = labels != IGNORE_LABEL_ID
+            preds = logits.argmax(-1)
+            mask = labels != IGNORE_INDEX
             count = mask.sum(-1)                          # [B] labelled tokens per row
             divisor = count.clamp_min(1).unsqueeze(-1)
             correct = mask & (preds == labels)
             seq_correct = correct.sum(-1) == count        # a row with nothing to label counts as solved
+            token_accuracy = (correct.float() / divisor).sum(-1)
             valid = carry.halted & (count > 0)            # metrics: rows that finished this call
             metrics = {
                 "count": valid.sum(),
-                "accuracy": torch.where(valid, (correct.float() / divisor).sum(-1), 0).sum(),
+                "accuracy": torch.where(valid, token_accuracy, 0).sum(),
                 "exact_accuracy": (valid & seq_correct).sum(),
                 "q_halt_accuracy": (valid & ((outputs["q_halt_logits"] >= 0) == seq_correct)).sum(),
                 "steps": torch.where(valid, carry.steps, 0).sum(),
             }
+            rows = {"preds": preds, "exact": seq_correct, "token_accuracy": token_accuracy, "labelled": count > 0}
         # every row contributes, halted or not: each call is one supervision step
         lm_loss = (ops.cross_entropy(self.cfg.loss_type, logits, labels) / divisor).sum()
         q_halt_loss = F.binary_cross_entropy_with_logits(
@@ -495,7 +534,7 @@ class TRM(nn.Module):
                 outputs["q_continue_logits"], outputs["target_q_continue"], reduction="sum")
             loss = loss + 0.5 * q_continue_loss
             metrics["q_continue_loss"] = q_continue_loss.detach()
-        return loss, metrics
+        return loss, metrics, rows
 
     @torch.no_grad()
     def solve(self, batch, on_step=None):

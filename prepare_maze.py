@@ -12,7 +12,7 @@ question with the open cells of a path from S to G marked 'o'. The grid size fol
 length, n * n for every row of a file.
 
 Tokens: "# SGo" -> 1..5, 0 is padding (vocab 6, seq_len n * n). Each original maze is a group; with
---aug (train split only) the group holds its 8 dihedral transforms as 8 puzzles, the original first.
+--aug=True (train split only) the group holds its 8 dihedral transforms as 8 puzzles, the original first.
 One example per puzzle, every puzzle identifier 0.
 
 Generated mazes come from this file's own generator (the hub's is not published): corridors carved
@@ -20,11 +20,21 @@ depth first, a few loops knocked through (--loop_prob), S at a random open cell 
 cell that exactly one shortest path from S reaches, at least --min_path_len steps away (default:
 110 at 30x30, scaled with the area: hard mazes only).
 
+Options, as --key=value (--help lists each with its value; 0 or '' is unset where that is described):
+  --output_dir=DIR         where the dataset goes
+  --source_repo=REPO       hub dataset repo (source hub)
+  --size=N                 grid size (source generate)
+  --num_train=N, --num_test=N   mazes to generate
+  --min_path_len=N         fewest steps from S to G of a generated maze (unset: 110 at 30x30, scaled)
+  --loop_prob=P            chance that a wall between two corridors of a generated maze is knocked out
+  --subsample_size=N       keep this many random train mazes (unset: all)
+  --aug=True               the 8 dihedral transforms of each train maze
+  --seed=N
+
 Examples:
-  python prepare_maze.py --aug        # Maze-Hard, 1000 training mazes x 8 (config/maze.py)
-  python prepare_maze.py --source=generate --size=15 --num_train=1000 --num_test=200 --aug --output_dir=data/maze-15
+  python prepare_maze.py --aug=True   # Maze-Hard, 1000 training mazes x 8 (config/maze.py)
+  python prepare_maze.py --source=generate --size=15 --num_train=1000 --num_test=200 --aug=True --output_dir=data/maze-15
 """
-import argparse
 import functools
 import json
 import math
@@ -34,6 +44,7 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
+from configurator import configure
 from data import building, check_output_dir, dihedral, csv_files, read_puzzle_rows, write_split
 
 CHARSET = "# SGo"
@@ -272,7 +283,7 @@ def write_maze_split(out_dir: str, split: str, q: np.ndarray, a: np.ndarray, aug
         "num_puzzle_identifiers": 1,
         "total_groups": N,
         "mean_puzzle_examples": 1.0,
-        # The reference writes the number of groups here: 8 times too few with --aug, the same
+        # The reference writes the number of groups here: 8 times too few with --aug=True, the same
         # without. Only data.py's merge of several datasets reads it, to weigh
         # mean_puzzle_examples, which is 1 here anyway.
         "total_puzzles": total,
@@ -322,24 +333,14 @@ def build(output_dir: str, source: str = "generate", input_dir: str | None = Non
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", choices=["hub", "csv", "generate"], default="hub")
-    p.add_argument("--source_repo", default="sapientinc/maze-30x30-hard-1k", help="hub dataset repo (source hub)")
-    p.add_argument("--input_dir", help="folder with train.csv and test.csv (source csv)")
-    p.add_argument("--output_dir", default="data/maze-30x30-hard-1k")
-    p.add_argument("--size", type=int, default=30, help="grid size (source generate)")
-    p.add_argument("--num_train", type=int, default=1000, help="train mazes to generate")
-    p.add_argument("--num_test", type=int, default=1000, help="test mazes to generate")
-    p.add_argument("--min_path_len", type=int,
-                   help="fewest steps from S to G of a generated maze (default: 110 at 30x30, scaled with the area)")
-    p.add_argument("--loop_prob", type=float, default=0.05,
-                   help="chance that a wall between two corridors of a generated maze is knocked out")
-    p.add_argument("--subsample_size", type=int, help="keep this many random train mazes")
-    p.add_argument("--aug", action="store_true", help="the 8 dihedral transforms of each train maze")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
+    s = dict(source="hub", source_repo="sapientinc/maze-30x30-hard-1k", input_dir="",
+             output_dir="data/maze-30x30-hard-1k", size=30, num_train=1000, num_test=1000, min_path_len=0,
+             loop_prob=0.05, subsample_size=0, aug=False, seed=0)
+    configure(s, argv, doc=__doc__)
+    # typed placeholders on the command line (so --min_path_len=x is an error there), None for build
+    s.update({k: s[k] or None for k in ("input_dir", "min_path_len", "subsample_size")})
     try:
-        out = build(**vars(args))
+        out = build(**s)
     except (ValueError, OSError) as e:
         sys.exit(f"prepare_maze.py: error: {e}")
     print(f"wrote {out}")

@@ -13,11 +13,22 @@ Tokens: digit d (0 = blank) -> d + 1, so vocab n + 2 with 0 as padding; seq_len 
 original puzzle is a group, and its --num_aug augmented copies (train split only) are further
 puzzles of that group; one example per puzzle, every puzzle identifier 0.
 
+Options, as --key=value (--help lists each with its value; 0 or '' is unset where that is described):
+  --output_dir=DIR         where the dataset goes
+  --source_repo=REPO       hub dataset repo (source hub)
+  --size=N                 grid size 4, 6 or 9 (source generate)
+  --num_train=N, --num_test=N   puzzles to generate
+  --min_blanks=N           fewest blank cells of a generated puzzle (unset: half the cells)
+  --max_blanks=N           most blank cells (unset: min_blanks); each puzzle draws uniformly between
+  --subsample_size=N       keep this many random train puzzles (unset: all)
+  --min_difficulty=N       keep CSV rows rated at least this (unset: every row)
+  --num_aug=N              augmented copies of each train puzzle
+  --seed=N
+
 Examples:
   python prepare_sudoku.py --subsample_size=1000 --num_aug=1000 --output_dir=data/sudoku-extreme-1k-aug-1000
   python prepare_sudoku.py --source=generate --size=6 --num_train=2000 --num_test=500 --min_blanks=18 --num_aug=9 --output_dir=data/sudoku-mini
 """
-import argparse
 import functools
 import itertools
 import json
@@ -28,6 +39,7 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
+from configurator import configure
 from data import building, check_output_dir, csv_files, read_puzzle_rows, write_split
 
 BOXES = {4: (2, 2), 6: (2, 3), 9: (3, 3)}  # grid size -> box (rows, cols)
@@ -383,23 +395,15 @@ def build(output_dir: str, source: str = "generate", input_dir: str | None = Non
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", choices=["hub", "csv", "generate"], default="hub")
-    p.add_argument("--source_repo", default="sapientinc/sudoku-extreme", help="hub dataset repo (source hub)")
-    p.add_argument("--input_dir", help="folder with train.csv and test.csv (source csv)")
-    p.add_argument("--output_dir", default="data/sudoku-extreme-full")
-    p.add_argument("--size", type=int, default=9, choices=sorted(BOXES), help="grid size (source generate)")
-    p.add_argument("--num_train", type=int, default=1000, help="train puzzles to generate")
-    p.add_argument("--num_test", type=int, default=100, help="test puzzles to generate")
-    p.add_argument("--min_blanks", type=int, help="fewest blank cells of a generated puzzle (default: half the cells)")
-    p.add_argument("--max_blanks", type=int, help="most blank cells (default: min_blanks); each puzzle draws uniformly")
-    p.add_argument("--subsample_size", type=int, help="keep this many random train puzzles")
-    p.add_argument("--min_difficulty", type=int, help="keep CSV rows rated at least this")
-    p.add_argument("--num_aug", type=int, default=0, help="augmented copies of each train puzzle")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
+    s = dict(source="hub", source_repo="sapientinc/sudoku-extreme", input_dir="",
+             output_dir="data/sudoku-extreme-full", size=9, num_train=1000, num_test=100, min_blanks=0,
+             max_blanks=0, subsample_size=0, min_difficulty=0, num_aug=0, seed=0)
+    configure(s, argv, doc=__doc__)
+    # typed placeholders on the command line (so --min_blanks=x is an error there), None for build
+    unset = ("input_dir", "min_blanks", "max_blanks", "subsample_size", "min_difficulty")
+    s.update({k: s[k] or None for k in unset})
     try:
-        out = build(**vars(args))
+        out = build(**s)
     except (ValueError, OSError) as e:
         sys.exit(f"prepare_sudoku.py: error: {e}")
     print(f"wrote {out}")

@@ -1,6 +1,8 @@
 """
-Render evaluation results (evaluate.py calls these):
+Write evaluation results (evaluate.py calls write_evaluation; train.py the submission):
 
+  write_evaluation(out, ...)                    everything evaluate.py writes into its out_dir
+                                                (listed in its docstring), and the console summary
   write_arc_html(path, tasks, title, summary)   every ARC test task: demonstrations, test inputs,
                                                 targets and the two attempts, failures first
   write_trace_html(path, traces, title)         how the answer of a few puzzles changes over the
@@ -12,8 +14,17 @@ and can be copied around as one file. Grids are tables whose cells carry one sho
 their colour; closing </td> and </tr> tags are optional in HTML and left out, which keeps the report
 of the 400 ARC-AGI-1 evaluation tasks near 8 MB.
 """
+import hashlib
 import html
+import json
 import math
+import os
+import platform
+import resource
+import subprocess
+import time
+
+import torch
 
 # ARC colours 0-9 (the palette of the ARC testing interface)
 PALETTE = ["#000000", "#0074D9", "#FF4136", "#2ECC40", "#FFDC00",
@@ -316,3 +327,110 @@ def plot_curve(rows: list[dict], png_path: str, title: str) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(png_path, dpi=120)
+
+
+# -----------------------------------------------------------------------------
+# evaluate.py's outputs
+
+def write_json(path: str, obj, indent=None) -> None:
+    """JSON written to a temporary name, then renamed over path."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=indent)
+    os.replace(tmp, path)
+
+
+def write_csv(path: str, rows: list[dict], columns: list[str]) -> None:
+    with open(path, "w") as f:
+        f.write(",".join(columns) + "\n")
+        f.writelines(",".join(f"{r[c]:.6f}" if isinstance(r[c], float) else str(r[c]) for c in columns) + "\n"
+                     for r in rows)
+
+
+def write_evaluation(out: str, s: dict, res: dict, arc, data_kind: str, kind: str, data_dir: str,
+                     model_config: dict, rt, wall: float) -> dict:
+    """Print the summary and write evaluate.py's files into out (s: its settings; res:
+    evaluate_split's result; arc: the ARCEvaluator or None). Returns report.json's content."""
+    sets, steps = res["sets"], res["steps"]
+    for set_name, m in sets.items():
+        print(f"[{set_name}] " + " ".join(f"{k} {v:.4f}" for k, v in m.items() if k != "count")
+              + f" ({int(m['count'])} examples)")
+    print("after each ACT step: exact " + " ".join(f"{r['exact_accuracy']:.4f}" for r in steps))
+    write_csv(os.path.join(out, "steps.csv"), steps, ["step", "accuracy", "exact_accuracy"])
+    report = {"metrics": sets, "steps": steps}
+    if arc is not None:
+        report["arc"] = write_arc_results(out, s, arc)
+    if res["trace"]:
+        traces = [{"kind": data_kind, "name": f"{t['set']} example {i}", **t} for i, t in enumerate(res["trace"])]
+        write_json(os.path.join(out, "trace.json"), traces)
+        write_trace_html(os.path.join(out, "trace.html"), traces, f"ACT steps of {s['ckpt']}")
+    n = sum(m["count"] for m in sets.values())
+    report["provenance"] = provenance(s, kind, data_dir, model_config, rt, wall, n)
+    write_json(os.path.join(out, "report.json"), report, indent=1)
+    print(f"{n:.0f} examples in {wall:.1f}s ({n / max(wall, 1e-9):.1f}/s); wrote {out}")
+    return report
+
+
+def write_arc_results(out: str, s: dict, arc) -> dict:
+    """submission.json, predictions.jsonl, the vote curve and report.html of an ARC evaluation;
+    returns its metrics for report.json."""
+    r = arc.result(curve_repeats=s["curve_repeats"], bootstrap=s["bootstrap"], seed=s["seed"])
+    m = r["metrics"]
+    print("ARC " + " ".join(f"{k} {v:.4f}" for k, v in m.items() if not k.endswith("ci95"))
+          + "".join(f"  {k} [{v[0]:.4f}, {v[1]:.4f}]" for k, v in m.items() if k.endswith("ci95")))
+    write_json(os.path.join(out, "submission.json"), r["submission"])
+    with open(os.path.join(out, "predictions.jsonl"), "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in r["rows"])
+    if r.get("curve"):
+        write_csv(os.path.join(out, "votes_curve.csv"), r["curve"], ["votes", "pass@1", "pass@1_std", "pass@2", "pass@2_std"])
+        plot_curve(r["curve"], os.path.join(out, "votes_curve.png"), f"{os.path.basename(s['ckpt'])}: pass@K vs votes")
+    if s["html"]:
+        summary = {k: (f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in m.items()}
+        write_arc_html(os.path.join(out, "report.html"), arc.html_tasks(r), f"ARC evaluation of {s['ckpt']}", summary)
+    return {"variants": s["variants"], "scoring": s["scoring"], **m, "curve": r.get("curve", [])}
+
+
+def provenance(s: dict, kind: str, data_dir: str, model_config: dict, rt, wall: float, n_examples: float) -> dict:
+    """What produced an evaluation: checkpoint and dataset fingerprints, code, versions, device."""
+    dev = rt.device
+    peak = (torch.cuda.max_memory_allocated(dev) / 2**20 if rt.device_type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return {
+        "checkpoint": os.path.abspath(s["ckpt"]), "checkpoint_kind": kind, "checkpoint_sha256": sha256_file(s["ckpt"]),
+        "data": data_dir, "dataset_fingerprint": dataset_fingerprint(data_dir.split(",")[0]), "git_commit": git_commit(),
+        "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
+        "device": (torch.cuda.get_device_name(dev) if rt.device_type == "cuda"
+                   else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"),
+        "dtype": rt.dtype, "model_config": model_config, "settings": {k: v for k, v in s.items() if v is not None},
+        "wall_s": round(wall, 3), "examples_per_s": round(n_examples / max(wall, 1e-9), 2),
+        "peak_memory_mb": round(peak, 1), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def dataset_fingerprint(path: str) -> str:
+    """sha256 over the test split's files and the identifier lists, by name."""
+    h = hashlib.sha256()
+    names = [os.path.join("test", f) for f in sorted(os.listdir(os.path.join(path, "test")))]
+    names += [f for f in ("identifiers.json", "test_puzzles.json") if os.path.exists(os.path.join(path, f))]
+    for n in names:
+        h.update(n.encode() + b"\0" + sha256_file(os.path.join(path, n)).encode())
+    return h.hexdigest()
+
+
+def git_commit() -> str:
+    """The commit of this code, '-dirty' when tracked files differ from it; 'unknown' outside git."""
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"

@@ -9,23 +9,22 @@ Train a Tiny Recursive Model, on one CPU or GPU or under torchrun.
 The defaults below are the mini Sudoku run; config/*.py files and --key=value override them
 (configurator.py). Checkpoints (out_dir/ckpt.pt) hold everything a run needs to continue.
 """
+import contextlib
 import importlib
 import json
-import math
 import os
-import sys
 import time
 from dataclasses import asdict
-from datetime import timedelta
 
 import torch
-import torch.distributed as dist
 
 import checkpoint
+import report
+import runtime
 from data import PuzzleDataset
 from evaluate import ARCEvaluator, evaluate_split
 from model import TRM, Carry, TRMConfig
-from optim import EMA, AdamATan2, Muon, SignSGD, lr_at, train_step
+from optim import EMA, lr_at, make_optimizers, train_step
 
 # -----------------------------------------------------------------------------
 # default config: the mini Sudoku (generated 6x6 puzzles, half the cells blank)
@@ -92,52 +91,13 @@ config = {k: v for k, v in globals().items()
 EMBEDDED_DATA = {"data/sudoku-mini": "prepare_sudoku", "data/arc-mini": "prepare_arc"}
 # -----------------------------------------------------------------------------
 
-# distributed setup (torchrun sets RANK); plain all_reduce rather than DDP, because the
-# puzzle-embedding table is a buffer updated by its own sparse optimiser, outside DDP's reach
-ddp = int(os.environ.get("RANK", -1)) != -1
-rank, world_size = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if ddp else (0, 1)
+# where this runs: device, dtype, torchrun (plain all_reduce rather than DDP, because the
+# puzzle-embedding table is a buffer updated by its own sparse optimiser, outside DDP's reach)
+_, rank, world_size = runtime.world()
 if global_batch_size % world_size:
     raise SystemExit(f"error: global_batch_size {global_batch_size} is not divisible by the world size {world_size}")
 if epochs % eval_interval:
     raise SystemExit(f"error: eval_interval {eval_interval} must divide epochs {epochs}")
-if ddp:
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    use_cuda = torch.cuda.is_available() and device != "cpu"
-    # a rank that died or hangs makes the others' next collective fail after ddp_timeout seconds
-    # (NCCL: with async error handling); the hook below turns that into one line and an exit
-    os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
-    dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=timedelta(seconds=ddp_timeout))
-
-    def _collective_failed(kind, e, tb):
-        if issubclass(kind, (RuntimeError, dist.DistError)):
-            first = (str(e).strip().splitlines() or [""])[0][:300]
-            print(f"error: rank {rank}: a collective failed ({kind.__name__}: {first}); another rank has "
-                  f"died or did not answer within ddp_timeout={ddp_timeout}s", file=sys.stderr, flush=True)
-            os._exit(1)  # no clean shutdown: the process group is broken
-        sys.__excepthook__(kind, e, tb)
-    sys.excepthook = _collective_failed
-    if use_cuda:
-        device = f"cuda:{local_rank}"
-        torch.cuda.set_device(device)
-master = rank == 0
-if device == "auto":
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-device_type = "cuda" if device.startswith("cuda") else "cpu"
-if dtype == "auto":
-    dtype = "bfloat16" if device_type == "cuda" else "float32"
-if compile is None:
-    compile = device_type == "cuda"
-torch.manual_seed(seed + rank)
-if device_type == "cuda":
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-
-
-def log(*a):
-    if master:
-        print(*a, flush=True)
-
-
 # the output folder: a new or empty one, or an earlier run's (resume); nothing else is touched
 try:
     checkpoint.check_folder(out_dir, "run", "--out_dir")
@@ -147,6 +107,13 @@ ckpt_path = os.path.join(out_dir, "ckpt.pt")
 if init_from == "scratch" and os.path.exists(ckpt_path):
     raise SystemExit(f"error: {ckpt_path} holds an earlier run's checkpoint; continue it with --init_from=resume, "
                      f"or choose another --out_dir (nothing was changed)")
+if init_from not in ("scratch", "resume"):
+    raise SystemExit(f"error: init_from must be 'scratch' or 'resume', got {init_from!r}")
+rt = runtime.setup(device, dtype, ddp_timeout)
+device, master, log = rt.device, rt.master, rt.log
+if compile is None:
+    compile = rt.device_type == "cuda"
+torch.manual_seed(seed + rank)
 
 # data -------------------------------------------------------------------------
 if not os.path.exists(data_dir) and data_dir in EMBEDDED_DATA:
@@ -154,8 +121,7 @@ if not os.path.exists(data_dir) and data_dir in EMBEDDED_DATA:
         builder = importlib.import_module(EMBEDDED_DATA[data_dir])
         log(f"preparing {data_dir} with {builder.__name__}.py (its MINI recipe) ...")
         builder.build(data_dir, **builder.MINI)
-    if ddp:
-        dist.barrier()
+    rt.barrier()
 train_paths = data_dir.split(",")
 test_paths = (test_data_dir or data_dir).split(",")
 try:
@@ -172,31 +138,14 @@ total_passes = epochs // eval_interval
 
 # model and optimisers ---------------------------------------------------------
 try:  # an impossible combination of settings (say, URM with mlp_t) is one line, exit 1
-    model_cfg = TRMConfig(
-        vocab_size=meta.vocab_size, seq_len=meta.seq_len, num_puzzle_identifiers=meta.num_puzzle_identifiers,
-        arch=arch, hidden_size=hidden_size, num_heads=num_heads, expansion=expansion, L_layers=L_layers,
-        H_layers=H_layers, H_cycles=H_cycles, L_cycles=L_cycles, puzzle_emb_ndim=puzzle_emb_ndim,
-        puzzle_emb_len=puzzle_emb_len, pos_encodings=pos_encodings, mlp_t=mlp_t, mlp_kind=mlp_kind,
-        conv_dtype=conv_dtype, halt_max_steps=halt_max_steps, halt_exploration_prob=halt_exploration_prob,
-        no_ACT_continue=no_ACT_continue, loss_type=loss_type, forward_dtype=dtype)
+    model_cfg = TRMConfig.from_settings(config, vocab_size=meta.vocab_size, seq_len=meta.seq_len,
+                                        num_puzzle_identifiers=meta.num_puzzle_identifiers, forward_dtype=rt.dtype)
     model = TRM(model_cfg).to(device)
+    optimizers, base_lrs = make_optimizers(model, **config, world_size=world_size)
 except ValueError as e:
     raise SystemExit(f"error: {e}")
-if ddp:  # every rank starts from rank 0's weights
-    for t in list(model.parameters()) + list(model.buffers()):
-        dist.broadcast(t.data, src=0)
-if optimizer == "adam_atan2":
-    optimizers = [AdamATan2(model.parameters(), lr=lr, betas=(beta1, beta2), weight_decay=weight_decay)]
-elif optimizer == "muon":
-    optimizers = [Muon(model.parameters(), lr=lr, weight_decay=weight_decay)]
-else:
-    raise SystemExit(f"error: optimizer must be 'adam_atan2' or 'muon', got {optimizer!r}")
-base_lrs = [lr]
-if puzzle_emb_ndim > 0:
-    # the reference steps the puzzle table first; the order does not matter, but keep it
-    optimizers.insert(0, SignSGD(model.puzzle_emb, lr=puzzle_emb_lr, weight_decay=puzzle_emb_weight_decay,
-                                 world_size=world_size))
-    base_lrs.insert(0, puzzle_emb_lr)
+for t in list(model.parameters()) + list(model.buffers()):  # every rank starts from rank 0's weights
+    rt.broadcast(t.data)
 ema_model = EMA(model, ema_rate) if ema else None
 step, passes_done, carry = 0, 0, None
 
@@ -227,13 +176,11 @@ if init_from == "resume":
     # each rank's random state; a rank the saved run did not have keeps its fresh seed
     if rank < len(ck["rng"]["torch"]):
         torch.set_rng_state(ck["rng"]["torch"][rank])
-        if device_type == "cuda" and ck["rng"]["cuda"] is not None:
+        if rt.device_type == "cuda" and ck["rng"]["cuda"] is not None:
             torch.cuda.set_rng_state(ck["rng"]["cuda"][rank])
     saved_ranks = len(ck["rng"]["torch"])
     log(f"resumed from {ckpt_path} at step {step}" + (f" (saved by {saved_ranks} ranks, now {world_size})"
                                                      if saved_ranks != world_size else ""))
-elif init_from != "scratch":
-    raise SystemExit(f"error: init_from must be 'scratch' or 'resume', got {init_from!r}")
 
 if compile:
     log("compiling the recursion with torch.compile ...")
@@ -241,67 +188,38 @@ if compile:
 
 log(f"{model.num_params() / 1e6:.2f}M parameters, {total_steps} steps in the schedule "
     f"({epochs} epochs x {meta.total_groups} groups / batch {global_batch_size}), device {device}, "
-    f"{dtype}, world size {world_size}")
+    f"{rt.dtype}, world size {world_size}")
 if master and wandb_log:
     import wandb
     wandb.init(project=wandb_project, name=wandb_run_name or os.path.basename(out_dir.rstrip("/")),
                config=config, resume="allow")
 
 
-def to_device(batch):
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
-def reduce_sum(t):
-    if ddp:
-        dist.all_reduce(t)
-    return t
-
-
 def evaluate():
     """Per test set: the metrics of each example's final ACT step; on ARC data also pass@K from
-    the votes of every augmented variant (a fresh vote pool each time; evaluate.py)."""
-    eval_model = model
-    if ema_model is not None:  # a copy holding the averaged weights (and the live puzzle table)
-        with torch.random.fork_rng(devices=[]):  # building it draws init values: not from the run's RNG
-            eval_model = TRM(model_cfg).to(device)
-        eval_model.load_state_dict(model.state_dict())
-        ema_model.copy_to(eval_model)
+    the votes of every augmented variant (a fresh vote pool each time; evaluate.py). The model
+    holds the EMA weights meanwhile."""
     arc = None
     if os.path.exists(os.path.join(test_paths[0], "test_puzzles.json")):
         arc = ARCEvaluator(test_paths[0], blank_identifier_id=test_data.metadata.blank_identifier_id)
-    results = evaluate_split(eval_model, test_data, device, arc=arc, reduce=reduce_sum if ddp else None)
+    with ema_model.swapped_in(model) if ema_model is not None else contextlib.nullcontext():
+        results = evaluate_split(model, test_data, device, arc=arc, reduce=rt.all_reduce if rt.ddp else None)["sets"]
     for m in results.values():
         m.pop("count")
     if arc is not None:
-        if ddp:  # every rank's votes to rank 0, which votes over all of them
-            states = gather(arc.state())
-            if master:
-                arc.votes = {}
-                arc.merge(states)
+        arc.gather(rt)
         if master:
             r = arc.result()
             results["ARC"] = r["metrics"]
-            os.makedirs(out_dir, exist_ok=True)
-            with open(os.path.join(out_dir, "submission.json"), "w") as f:
-                json.dump(r["submission"], f)
+            report.write_json(os.path.join(out_dir, "submission.json"), r["submission"])
     return results
-
-
-def gather(obj):
-    """obj of every rank, in rank order, on the master (None on the others)."""
-    if not ddp:
-        return [obj]
-    out = [None] * world_size if master else None
-    dist.gather_object(obj, out, dst=0)
-    return out
 
 
 def save(metrics=None):
     """Every rank calls this: the master writes its state with the ACT carry and random states of
     all ranks (the carry as one global batch)."""
-    carries = gather(carry.to_state() if carry is not None else None)
-    rngs = gather((torch.get_rng_state(), torch.cuda.get_rng_state() if device_type == "cuda" else None))
+    carries = rt.gather(carry.to_state() if carry is not None else None)
+    rngs = rt.gather((torch.get_rng_state(), torch.cuda.get_rng_state() if rt.device_type == "cuda" else None))
     if not master:
         return
     checkpoint.save({
@@ -312,7 +230,7 @@ def save(metrics=None):
         "passes_done": passes_done,
         "data": train_data.state_dict(),
         "carry": Carry.cat_states(carries),
-        "rng": {"torch": [r[0] for r in rngs], "cuda": [r[1] for r in rngs] if device_type == "cuda" else None},
+        "rng": {"torch": [r[0] for r in rngs], "cuda": [r[1] for r in rngs] if rt.device_type == "cuda" else None},
         "config": config,
         "model_config": asdict(model_cfg),
         "world_size": world_size,
@@ -332,6 +250,39 @@ def evaluate_and_save():
     return results
 
 
+class Running:
+    """The training metrics since the last progress line, summed on the device (nothing waits for
+    them between lines), and the first step whose loss was not finite."""
+
+    def __init__(self):
+        self.sums, self.steps = None, 0
+        self.bad_step = torch.zeros((), dtype=torch.long, device=device)
+        self.bad_loss = torch.zeros((), dtype=torch.float64, device=device)
+
+    def add(self, metrics, step):
+        self.keys = sorted(metrics)
+        vec = torch.stack([metrics[k].double() for k in self.keys])
+        self.sums = vec if self.sums is None else self.sums + vec
+        self.steps += 1
+        first_bad = ~torch.isfinite(metrics["loss"]) & (self.bad_step == 0)
+        self.bad_step = torch.where(first_bad, step, self.bad_step)
+        self.bad_loss = torch.where(first_bad, metrics["loss"].double(), self.bad_loss)
+
+    def check_finite(self):
+        """Stop the run, on every rank, if a loss so far was not finite: the last checkpoint was
+        written before it and stays as it is."""
+        bad = int(rt.all_reduce(self.bad_step.clone(), op="max"))
+        if bad:
+            raise SystemExit(f"error: non-finite loss {float(self.bad_loss):g} at step {bad}; stopping. The last "
+                             f"checkpoint ({ckpt_path}) is intact: lower lr or check the data.")
+
+    def read(self):
+        """The sums over all ranks since the last read, as a dict, and the number of steps."""
+        m = dict(zip(self.keys, rt.all_reduce(self.sums).cpu().tolist()))
+        n_steps, self.sums, self.steps = self.steps, None, 0
+        return m, n_steps
+
+
 # training loop ----------------------------------------------------------------
 if master:
     checkpoint.mark_folder(out_dir, "run", "train.py")
@@ -339,21 +290,22 @@ if master:
         json.dump(config, f, indent=1)
 model.train()
 train_iter = train_data.iter_train()
-t_start, step_start, t_log = time.time(), step, time.time()
-running = None
+t_start, step_start = time.time(), step
+running = Running()
 evaluated_at = -1
 while step < last_step:
     item = next(train_iter, None)
     if item is None:  # a pass of eval_interval epochs is over: evaluate, checkpoint, go on
         passes_done += 1
+        running.check_finite()
         evaluate_and_save()
         evaluated_at = step
         if passes_done >= total_passes:
             break
         train_iter = train_data.iter_train()
         continue
-    set_name, batch, effective = item
-    batch = to_device(batch)
+    set_name, batch = item
+    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     if carry is None:
         carry = model.initial_carry(batch)
     step += 1
@@ -361,23 +313,16 @@ while step < last_step:
     for opt, lr_now in zip(optimizers, lrs):
         for group in opt.param_groups:
             group["lr"] = lr_now
-    carry, loss, metrics = train_step(model, carry, batch, optimizers, global_batch_size,
-                                      world_size=world_size)
-    if not math.isfinite(loss):
-        raise SystemExit(f"error: non-finite loss {loss} at step {step}; stopping. The last "
-                         f"checkpoint ({ckpt_path}) is intact: lower lr or check the data.")
+    carry, metrics = train_step(model, carry, batch, optimizers, global_batch_size, world_size=world_size)
     if ema_model is not None:
         ema_model.update(model)
-    # progress line: losses per example, the rest per halted row
-    keys = sorted(metrics)
-    vec = reduce_sum(torch.stack([metrics[k].double() for k in keys])).cpu()
-    m = dict(zip(keys, vec.tolist()))
-    running = m if running is None else {k: running.get(k, 0) + v for k, v in m.items()}
+    running.add(metrics, step)
     if step % log_interval == 0 or step == last_step:
-        count = max(running["count"], 1)
-        n_steps = log_interval if step % log_interval == 0 else step % log_interval
-        rm = {k: v / (global_batch_size * n_steps if k.endswith("loss") else count)
-              for k, v in running.items() if k != "count"}
+        running.check_finite()
+        m, n_steps = running.read()
+        # progress line: losses per example, the rest per halted row
+        count = max(m["count"], 1)
+        rm = {k: v / (global_batch_size * n_steps if k.endswith("loss") else count) for k, v in m.items() if k != "count"}
         now = time.time()
         speed = (step - step_start) / max(now - t_start, 1e-9)
         eta = (last_step - step) / max(speed, 1e-9)
@@ -386,13 +331,13 @@ while step < last_step:
             f"{speed:.2f} steps/s | ETA {eta / 60:.1f} min")
         if master and wandb_log:
             wandb.log({**{f"train/{k}": v for k, v in rm.items()}, "train/lr": lrs[-1]}, step=step)
-        running = None
     if ckpt_interval > 0 and step % ckpt_interval == 0:
+        running.check_finite()
         save()
 if evaluated_at != step:
+    running.check_finite()
     evaluate_and_save()
 log(f"done: {step} steps in {(time.time() - t_start) / 60:.1f} min; checkpoint {ckpt_path}")
 if master and wandb_log:
     wandb.finish()
-if ddp:
-    dist.destroy_process_group()
+rt.close()

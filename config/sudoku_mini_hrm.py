@@ -1,4 +1,4 @@
-# The embedded default (the mini Sudoku, config/sudoku_mini.py) with HRM's architecture: an H stack
+# train.py's defaults (the mini Sudoku, as config/sudoku_mini.py) with HRM's architecture: an H stack
 # and an L stack of one attention block each, H_cycles 2 x L_cycles 2 with gradient through the final
 # L and H update only, Q-continue halting, no EMA. For the README's three-model comparison.
 #   python train.py config/sudoku_mini_hrm.py

@@ -142,7 +142,7 @@ def test_votes_curve_and_merge(tmp_path):
     for i, n in enumerate(names[1:]):  # 5 right, 3 wrong, split across two "ranks"
         feed(half[i % 2], names, [(n, [[5]], [[1]] if i < 5 else [[2]], 0.0)])
     ev = ARCEvaluator(d)
-    ev.merge([h.state() for h in half])
+    ev.merge([h.votes for h in half])
     curve = ev.result(curve_repeats=4)["curve"]
     assert [c["votes"] for c in curve] == [1, 2, 4, 8]
     assert curve[-1]["pass@1"] == 1.0 and curve[-1]["pass@1_std"] == 0.0
@@ -331,8 +331,8 @@ def test_trace_unsolved(golden):
     from test_model import golden_model
     model = golden_model(golden, "att_learned")
     ds = PuzzleDataset([os.path.join(golden, "sudoku_ref_data")], "test", 8)
-    res = evaluate.evaluate_split(model, ds, "cpu", trace=3, trace_unsolved=True, per_step=True)
-    assert len(res["_trace"]) == 3 and len(res["_steps"]) == 4
-    for t in res["_trace"]:
+    res = evaluate.evaluate_split(model, ds, "cpu", trace=3, trace_unsolved=True)
+    assert len(res["trace"]) == 3 and len(res["steps"]) == 4
+    for t in res["trace"]:
         assert len(t["steps"]) == 4 and len(t["q_halt"]) == 4
         assert any(a != b for a, b in zip(t["steps"][0], t["target"]) if b)

@@ -161,7 +161,7 @@ def test_gradient_equals_last_cycle_from_detached_state():
     done.current_data = batch
     done.steps = torch.ones(4, dtype=torch.int32)
     q = model.q_head(z_H[:, 0])
-    loss2, _ = model.loss_head(done, {"logits": logits, "q_halt_logits": q[:, 0],
+    loss2, _, _ = model.loss_head(done, {"logits": logits, "q_halt_logits": q[:, 0],
                                       "q_continue_logits": q[:, 1]})
     loss2.backward()
     torch.testing.assert_close(model.embed_tokens.embedding_weight.grad, ours, atol=1e-6, rtol=1e-5)
@@ -217,21 +217,24 @@ def test_exploration_delays_halting():
     assert not carry.halted.any()  # every row drew a minimum of at least 2 steps
 
 
-def train_a_few_steps(cfg, steps=3):
+def train_a_few_steps(cfg, steps=3, q_bias=None):
     """A model of cfg trained for a few ACT calls with SGD on one tiny batch, every loss finite;
-    returns (model, last metrics, last outputs)."""
+    returns (model, last metrics, last outputs). q_bias: the Q head's starting bias."""
     torch.manual_seed(0)
     model = TRM(cfg).train()
+    if q_bias is not None:
+        with torch.no_grad():
+            model.q_head.bias.copy_(torch.tensor(q_bias))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     batch = tiny_batch()
     carry = model.initial_carry(batch)
     for _ in range(steps):
+        opt.zero_grad()
         carry, loss, metrics, out = model(carry, batch)
         assert torch.isfinite(loss)
         loss.backward()
         opt.step()
-        opt.zero_grad()
-    return model, metrics, out
+    return model, metrics, out  # the gradients of the last call stay in place
 
 
 @pytest.mark.parametrize("kw", [dict(loss_type="softmax"), dict(no_ACT_continue=False),
@@ -240,10 +243,15 @@ def train_a_few_steps(cfg, steps=3):
 def test_variants_train(kw):
     """Softmax loss and the Q-continue target (both crash in the reference), mlp_t, no puzzle
     embedding, and a prefix length derived from the embedding width."""
-    model, metrics, out = train_a_few_steps(tiny_cfg(**kw))
+    # q_halt starts above q_continue, so the Q-continue target (from q_halt) differs from q_continue
+    model, metrics, out = train_a_few_steps(tiny_cfg(**kw), q_bias=(1.0, -5.0))
+    # q_continue (row 1 of the Q head) is trained only by the Q-continue target's loss
+    q_continue_grad = model.q_head.weight.grad[1].abs().sum().item()
     if not kw.get("no_ACT_continue", True):
         assert "target_q_continue" in out and "q_continue_loss" in metrics
-        assert model.q_head.weight.grad is None  # zero_grad'ed
+        assert q_continue_grad > 0
+    else:
+        assert "target_q_continue" not in out and q_continue_grad == 0
     if kw.get("puzzle_emb_ndim") == 40:
         assert model.P == 2  # ceil(40 / 32)
     if kw.get("puzzle_emb_ndim") == 0:
@@ -258,6 +266,13 @@ def test_padding_row_metrics():
     batch = tiny_batch()
     batch["labels"][2] = -100
     carry, metrics, out = model.solve(batch)
+    assert bool(out["exact"][2]) and not bool(out["labelled"][2])  # solved: its q_halt target is 1
+    others = {k: v[[0, 1, 3]] for k, v in batch.items()}
+    _, metrics3, out3 = model.solve(others)
+    # its loss is 0: the lm loss is the other rows' alone; and it is out of every metric
+    torch.testing.assert_close(metrics["lm_loss"], metrics3["lm_loss"], rtol=1e-6, atol=1e-9)
+    for k in ("count", "accuracy", "exact_accuracy", "steps"):
+        torch.testing.assert_close(metrics[k].double(), metrics3[k].double(), rtol=1e-6, atol=1e-9)
     assert int(metrics["count"]) == 3
 
 
