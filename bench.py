@@ -6,6 +6,7 @@ and on the csrc/ extension ('ext') side by side, in the same run.
     python bench.py --time_ops=False --configs=sudoku --profile=True   # profiler table of one step
     python bench.py --backends=torch --iters=1 --warmup=0         # reference only, quick
     python bench.py --time_ops=False --configs=timing --backends=torch  # how fast is this machine
+    python bench.py --time_ops=False --time_steps=False                 # evaluation: fixed depth vs halting=q
     python bench.py --time_ops=False --time_steps=False --prepare=True \
         --prepare_input=kaggle/combined/arc-agi --reference_repo=../TinyRecursiveModels
                                                       # prepare_arc.py against the reference builder
@@ -50,6 +51,7 @@ from optim import AdamATan2, SignSGD, train_step
 device = "auto"            # 'auto' (cuda if present), 'cpu', 'cuda', 'cuda:1', ...
 time_ops = True            # time the custom ops (cross-entropy, puzzle-table gather and update)
 time_steps = True          # time one whole training step per config
+time_halting = True        # examples/s of evaluation, fixed depth against halting=q ('arc', 'sudoku' configs)
 configs = "arc,sudoku,timing"  # named step configs, comma separated (see step_config)
 backends = "torch,ext"     # which backends to time; 'ext' is skipped with a note if unavailable
 batch_size = 0             # step batch size; 0 = a size that fits the device (step_config)
@@ -337,6 +339,27 @@ def bench_step(cfg_name, names):
                                             row_limit=20))
 
 
+def bench_halting(cfg_name):
+    """Evaluation of one batch (model.solve), every row for halt_max_steps ACT steps against
+    halting on the model's own rule with halted rows leaving the batch; examples/s of each. The
+    weights are random: the Q head is drawn so that rows stop after different numbers of steps."""
+    cfg, B = step_config(cfg_name)
+    cfg.halt_max_steps = 16 if cuda else 8  # the recipes' 16; on a CPU 8 keeps the row affordable
+    torch.manual_seed(seed)
+    model = TRM(cfg).to(device).eval()
+    with torch.no_grad():
+        model.q_head.weight.normal_(0, 1 / cfg.hidden_size ** 0.5)
+        model.q_head.bias.fill_(-0.5)
+    batch = synthetic_batch(cfg, B)
+    shape = f"B={B} h={cfg.hidden_size} S={cfg.prefix_len}+{cfg.seq_len}"
+    with torch.inference_mode():
+        fixed = measure(lambda: model.solve(batch))
+        report(f"eval {cfg_name} fixed {cfg.halt_max_steps} steps", shape, {"torch": fixed}, B)
+        steps = float(model.solve(batch, halt_on_q=True)[1]["steps"]) / max(int(batch["labels"].ne(-100).any(-1).sum()), 1)
+        q = measure(lambda: model.solve(batch, halt_on_q=True))
+        report(f"eval {cfg_name} halting=q ({steps:.1f})", shape, {"torch": q}, B)
+
+
 # -----------------------------------------------------------------------------
 # dataset builders
 
@@ -423,7 +446,8 @@ print(f"bench: device={device} ({dev_name})  torch={torch.__version__}  dtype={s
 if "ext" in names:
     reason = ext_unavailable_reason()
     if reason is None:
-        print("ext: available")
+        print("ext: available; the faster path of each op here (what TRM_USE_EXT=auto/on picks): "
+              + ", ".join(f"{op} {path}" for op, path in ops.faster_paths(ops.load_ext(), device).items()))
     else:
         print(f"ext: unavailable ({reason})")
         names.remove("ext")
@@ -440,5 +464,9 @@ if time_steps:
     for c in configs.split(","):
         if c.strip():
             bench_step(c.strip(), names)
+if time_halting:
+    for c in configs.split(","):
+        if c.strip() in ("arc", "sudoku"):
+            bench_halting(c.strip())
 for line in timing_lines:
     print("\n" + line)

@@ -46,7 +46,7 @@ class Metadata:
     num_puzzle_identifiers: int   # rows of the puzzle embedding table
     total_groups: int
     mean_puzzle_examples: float
-    total_puzzles: int
+    total_puzzles: int            # counted from the arrays when dataset.json lacks it (URM's, HRM's builders)
     sets: list[str]
 
 
@@ -71,6 +71,8 @@ def _read_metadata(path: str, split: str) -> Metadata:
     for field in fields(Metadata):
         key = field.name
         if key not in raw:
+            if key == "total_puzzles":  # URM's and HRM's builders leave it out (REFERENCE.md §8.6, §9.5)
+                continue
             raise ValueError(f"{file}: missing key '{key}'")
         v = raw[key]
         if key == "sets":
@@ -85,7 +87,22 @@ def _read_metadata(path: str, split: str) -> Metadata:
         if not ok:
             raise ValueError(f"{file}: bad value {v!r} for key '{key}'")
         values[key] = v
+    if "total_puzzles" not in values:
+        values["total_puzzles"] = count_puzzles(path, split, values["sets"])
     return Metadata(**values)  # unknown keys are ignored
+
+
+def count_puzzles(path: str, split: str, sets: list[str]) -> int:
+    """The puzzles in a split's sets, from the length of each puzzle_identifiers array (its
+    header only): the total_puzzles of a dataset.json that lacks it."""
+    n = 0
+    for set_name in sets:
+        file = os.path.join(path, split, f"{set_name}__puzzle_identifiers.npy")
+        try:
+            n += len(np.load(file, mmap_mode="r"))
+        except (OSError, ValueError, TypeError) as e:  # missing, unreadable, or not an array with a length
+            raise ValueError(f"{file}: cannot count the puzzles (dataset.json has no total_puzzles): {e}") from None
+    return n
 
 
 def load_metadata(paths: str | list[str], split: str) -> Metadata:
@@ -147,6 +164,7 @@ class PuzzleDataset:
         # counter: +1 per set per call of iter_train), its set, batches yielded in it so far.
         self._pass, self._set, self._batches = 0, 0, 0
         self._resume = False  # True after load_state_dict: the next iter_train finishes that pass
+        self.subset = None    # set name -> example indices that iter_test keeps (limit)
 
     def _load_set(self, path: str, set_name: str) -> dict[str, np.ndarray]:
         files = {name: os.path.join(path, self.split, f"{set_name}__{name}.npy") for name in FIELDS}
@@ -199,18 +217,47 @@ class PuzzleDataset:
         return {k: torch.from_numpy(v) for k, v in batch.items()}
 
     def iter_test(self) -> Iterator[tuple[str, dict[str, torch.Tensor]]]:
-        """Every example once, in order: (set name, batch) for global batches of consecutive
-        examples, this rank's slice of each, padded."""
+        """Every example once (of the subset, after limit()), in order: (set name, batch) for
+        global batches of consecutive examples, this rank's slice of each, padded."""
         G, B = self.global_batch_size, self.local_batch_size
         for name, d in self.data.items():
-            n = len(d["inputs"])
+            examples = self.subset.get(name) if self.subset is not None else None
+            n = len(d["inputs"]) if examples is None else len(examples)
             for start in range(0, n, G):
                 end = min(start + G, n)
                 lo, hi = min(start + self.rank * B, end), min(start + (self.rank + 1) * B, end)
+                rows = np.arange(lo, hi) if examples is None else examples[lo:hi]
                 # puzzle of example i: the last puzzle starting at or before i
-                puzzles = np.searchsorted(d["puzzle_indices"], np.arange(lo, hi), side="right") - 1
-                batch = self._collate(d["inputs"][lo:hi], d["labels"][lo:hi], d["puzzle_identifiers"][puzzles])
+                puzzles = np.searchsorted(d["puzzle_indices"], rows, side="right") - 1
+                batch = self._collate(d["inputs"][rows], d["labels"][rows], d["puzzle_identifiers"][puzzles])
                 yield name, batch
+
+    def num_examples(self) -> int:
+        """Examples iter_test yields (the subset's, after limit())."""
+        if self.subset is not None:
+            return sum(len(v) for v in self.subset.values())
+        return sum(len(d["inputs"]) for d in self.data.values())
+
+    def limit(self, max_examples: int, seed: int = 0) -> int:
+        """Keep for iter_test a fixed subset of about max_examples examples: whole groups (an ARC
+        task with all its variants; a Sudoku or maze puzzle), drawn in a seeded random order
+        across the sets until the next group would exceed the budget (at least one group).
+        Returns the number of examples kept."""
+        rng = np.random.default_rng(seed)
+        self.subset, budget = {}, max_examples
+        for name, d in self.data.items():
+            groups, puzzles = d["group_indices"], d["puzzle_indices"]
+            first, last = puzzles[groups[:-1]], puzzles[groups[1:]]  # example range of each group
+            keep = []
+            for g in rng.permutation(len(first)):
+                size = int(last[g] - first[g])
+                if size > budget and (keep or any(len(v) for v in self.subset.values())):
+                    break
+                keep.append(g)
+                budget -= size
+            self.subset[name] = (np.concatenate([np.arange(first[g], last[g]) for g in sorted(keep)])
+                                 if keep else np.zeros(0, np.int64))
+        return self.num_examples()
 
     def _plan(self, d: dict[str, np.ndarray], counter: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """The full global batches of one pass over a set: (example rows [G], their puzzles [G]).
@@ -291,6 +338,16 @@ def dihedral(grid: np.ndarray, tid: int) -> np.ndarray:
 
 def inverse_dihedral(grid: np.ndarray, tid: int) -> np.ndarray:
     return dihedral(grid, DIHEDRAL_INVERSE[tid])
+
+
+def read_identifiers(data_dir: str) -> list[str] | None:
+    """The puzzle names of a dataset, by identifier (DIR/identifiers.json), or None without it."""
+    path = os.path.join(data_dir, "identifiers.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
 
 
 # -----------------------------------------------------------------------------

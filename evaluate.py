@@ -27,12 +27,13 @@ them. Writes into out_dir:
   trace.json/html      with --trace=N: the answer (tokens) and q_halt after every ACT step for the
                        first N test examples, and a page that shows them changing
 """
+import copy
 import json
 import math
 import os
 import time
 from collections import Counter
-from dataclasses import fields
+from dataclasses import asdict, fields
 
 import numpy as np
 import torch
@@ -41,23 +42,32 @@ import checkpoint
 import report
 import runtime
 from configurator import ConfigError, configure, load_config_file
-from data import IGNORE_LABEL_ID, PuzzleDataset, inverse_dihedral
+from data import IGNORE_LABEL_ID, PuzzleDataset, inverse_dihedral, read_identifiers
 from model import TRM, TRMConfig
 
 # -----------------------------------------------------------------------------
 # settings (python evaluate.py [config file] --key=value ...)
-ckpt = ""                  # checkpoint: ours (ckpt.pt) or a reference state dict
+ckpt = ""                  # checkpoint: ours (ckpt.pt) or a reference's; a path or hf:OWNER/REPO/PATH
 trust_checkpoint = False   # load a checkpoint that needs full unpickling (can run code): only files you trust
+export = ""                # 'reference': instead of evaluating, write our --ckpt as the reference codebase of
+out = ""                   # its arch saves its own, to the file --out (all_config.yaml beside it), and stop
+export_dtype = ""          # dtype of the exported initial states: '' = the checkpoint's forward dtype (an exact
+                           # round trip), 'bfloat16' = what the references run in by default
 data = ""                  # dataset directory ('' = the checkpoint's test data)
-out_dir = ""               # where results go ('' = CKPT_DIR/eval)
+out_dir = ""               # where results go ('' = CKPT_DIR/eval; for hf: paths out/eval/OWNER_REPO_PATH)
 config = ""                # train config whose model settings describe a reference checkpoint
 batch_size = 0             # examples per forward (0 = the checkpoint's global batch, else 256)
-halt_max_steps = 0         # ACT steps per example (0 = as trained / configured)
+halt_max_steps = 0         # ACT steps per example (0 = as trained / configured); more than trained works
+halting = "fixed"          # 'fixed': every example runs halt_max_steps steps (the references' evaluation);
+                           # 'q': each stops when its halting rule fires and leaves the batch, and the
+                           # report adds every fixed depth 1..N beside it (compute.csv/png)
+eval_max_examples = 0      # evaluate a fixed, seeded subset of about this many test examples (whole puzzles)
 use_ema = True             # evaluate the EMA weights when the checkpoint holds them
 variants = "all"           # ARC: vote over 'all' augmented variants, or the 'canonical' one only
 scoring = "per_input"      # ARC: a task scores the fraction of its test inputs solved ('per_input', TRM
                            # and URM), or 1 only when all are ('all_or_nothing', HRM's notebook)
 pass_ks = [1, 2, 5, 10, 100, 1000]
+maj_ks = [10, 100, 1000, 10000]  # URM's maj@K beside pass@K (ARCEvaluator's docstring defines it)
 curve_repeats = 8          # repeats of each vote subsample for votes_curve
 bootstrap = 1000           # bootstrap resamples of the tasks for the pass@1 / pass@2 intervals
 html = True                # write report.html (ARC)
@@ -99,14 +109,31 @@ def crop(tokens) -> np.ndarray:
     return (c[:rows, :width[rows - 1]] - 2).astype(np.uint8)
 
 
+def parse_variant(name: str) -> tuple[str, int, str] | None:
+    """(task, dihedral id, colour map) of a variant's name, None for an original. Variants are
+    named NAME|||t{id}|||{map} by prepare_arc.py, TRM's and URM's builders, NAME_t{id}_{map} by
+    HRM's (REFERENCE.md §5, §9.5); map: 10 digits, digit i = the colour i becomes."""
+    if "|||" in name:
+        task, t, colours = name.split("|||")
+        return task, int(t[1:]), colours
+    # HRM's suffix, taken from the right: a task name may itself hold underscores
+    task, _, colours = name.rpartition("_")
+    task, _, t = task.rpartition("_")
+    if (task and len(t) == 2 and t[0] == "t" and t[1] in "01234567"
+            and len(colours) == 10 and set(colours) == set("0123456789")):
+        return task, int(t[1]), colours
+    return None
+
+
 def inverse_variant(name: str):
-    """(task name, function that maps a variant's grid back to the original) for a puzzle name
-    NAME or NAME|||t{transform}|||{colour map}."""
-    if "|||" not in name:
+    """(task name, function that maps a variant's grid back to the original) for a puzzle name:
+    NAME (an original), NAME|||t{transform}|||{colour map} or NAME_t{transform}_{colour map}."""
+    variant = parse_variant(name)
+    if variant is None:
         return name, lambda g: g
-    task, t, colours = name.split("|||")
+    task, t, colours = variant
     inverse = np.argsort(np.frombuffer(colours.encode(), np.uint8) - ord("0")).astype(np.uint8)
-    return task, lambda g: inverse[inverse_dihedral(g, int(t[1:]))]
+    return task, lambda g: inverse[inverse_dihedral(g, t)]
 
 
 def grid_key(grid: np.ndarray) -> bytes:
@@ -119,28 +146,116 @@ def key_grid(key: bytes) -> np.ndarray:
     return np.frombuffer(key[2:], np.uint8).reshape(h, w)
 
 
+def crop_moved(inp, label) -> tuple[np.ndarray, np.ndarray]:
+    """crop() of an example that a train split may have moved off the corner: input and label
+    share one offset (REFERENCE.md §5), where the input's grid starts; the rows and columns
+    before it hold only PAD, so rolling them round to the far side leaves crop() unaffected."""
+    a, b = (np.asarray(x).reshape(SIZE, SIZE) for x in (inp, label))
+    colour = (a >= 2) & (a <= 11)
+    r, c = int(colour.any(1).argmax()), int(colour.any(0).argmax())
+    return crop(np.roll(a, (-r, -c), (0, 1))), crop(np.roll(b, (-r, -c), (0, 1)))
+
+
+def original_examples(data_dir: str, split: str, names: list[str], original: np.ndarray, decode,
+                      only=None) -> dict:
+    """{task: [{'input', 'output'}, ...]}: the examples of the split's original puzzles (those whose
+    identifier is True in `original`), of the tasks in `only` if given, decoded by
+    decode(input, label), in the split's order."""
+    ds = PuzzleDataset(data_dir, split, 1)
+    tasks = {}
+    for d in ds.data.values():
+        ids = np.asarray(d["puzzle_identifiers"])
+        named = (ids >= 0) & (ids < len(names))
+        for p in np.flatnonzero(named & original[np.where(named, ids, 0)]):
+            task = names[ids[p]]
+            if only is not None and task not in only:
+                continue
+            for e in range(d["puzzle_indices"][p], d["puzzle_indices"][p + 1]):
+                i, o = decode(d["inputs"][e], d["labels"][e])
+                tasks.setdefault(task, []).append({"input": i.tolist(), "output": o.tolist()})
+    return tasks
+
+
+def split_tasks(data_dir: str, split: str, names: list[str]) -> dict:
+    """An ARC split's tasks in test_puzzles.json's shape, read from the split itself, for datasets
+    that come without that file (HRM's builder, REFERENCE.md §9.5): the original variant of a task
+    holds its test inputs with their answers, at the corner (crop), in the original order; its
+    demonstrations are the same puzzle's examples in the train split, when there is one."""
+    original = np.array([parse_variant(n) is None for n in names], bool)
+    original[:1] = False  # identifier 0 names the blank puzzle
+    tests = original_examples(data_dir, split, names, original, lambda i, o: (crop(i), crop(o)))
+    if not tests:
+        raise ValueError(f"{os.path.join(data_dir, split)}: no original (un-augmented) ARC puzzle to take "
+                         f"the test inputs and answers from")
+    demos = {}
+    if split != "train" and os.path.isdir(os.path.join(data_dir, "train")):
+        demos = original_examples(data_dir, "train", names, original, crop_moved, only=tests)
+    return {task: {"train": demos.get(task, []), "test": pairs} for task, pairs in tests.items()}
+
+
+def is_arc_dataset(data_dir: str, puzzles: str = "test_puzzles.json") -> bool:
+    """Whether ARCEvaluator can vote on a dataset: it has `puzzles` (prepare_arc.py, TRM's and
+    URM's builders), or, as HRM's builder writes it, no such file but ARC's 12 tokens x 900 and
+    named puzzles (the split's originals then give the tasks)."""
+    if os.path.isfile(os.path.join(data_dir, puzzles)):
+        return True
+    try:
+        with open(os.path.join(data_dir, puzzles.removesuffix("_puzzles.json"), "dataset.json")) as f:
+            meta = json.load(f)
+        with open(os.path.join(data_dir, "identifiers.json")) as f:
+            names = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return (isinstance(meta, dict) and meta.get("vocab_size") == 12 and meta.get("seq_len") == SIZE * SIZE
+            and isinstance(names, list) and len(names) > 1)
+
+
 class ARCEvaluator:
     """Votes of one evaluation over an ARC test split. Make a new one for every evaluation (the
     reference keeps votes from earlier evaluations of the same run; this does not).
 
     update() takes each batch's final predictions; result() ranks the candidates of each test
-    input by votes, then by mean sigmoid(q_halt) (REFERENCE.md §5) and scores them."""
+    input by votes, then by mean sigmoid(q_halt) (REFERENCE.md §5) and scores them.
+
+    The test tasks and answers come from DIR/`puzzles`; a dataset without it (HRM's builder) has
+    them read from the split `split` (default: the file name's prefix, 'test'), see split_tasks.
+
+    maj@K for K in maj_ks, URM's "majority vote" (REFERENCE.md §8.5), per test input: draw K of
+    its votes at random, with replacement, each with probability proportional to its
+    sigmoid(q_halt); the answer is the drawn vote with the highest q_halt (of equal ones, the first
+    drawn), and scores 1 if it is the label. K may exceed the votes; an input without votes
+    scores 0; tasks combine as for pass@K (`scoring`; URM: per_input). A candidate's vote count
+    only raises its chance of being drawn: for large K the answer is the most confident vote.
+    URM draws from numpy's global generator, unseeded; here each K has a generator seeded with
+    (K, result()'s seed) and the votes are taken in split order, so the numbers are reproducible
+    and do not depend on the ranks. The draws differ, each input's chance of being right does not."""
 
     def __init__(self, data_dir: str, pass_ks=(1, 2, 5, 10, 100, 1000), variants: str = "all",
-                 blank_identifier_id: int = 0, scoring: str = "per_input"):
+                 blank_identifier_id: int = 0, scoring: str = "per_input", puzzles: str = "test_puzzles.json",
+                 maj_ks=(), split: str | None = None):
         if variants not in ("all", "canonical"):
             raise ValueError(f"variants must be 'all' or 'canonical', got {variants!r}")
         if scoring not in ("per_input", "all_or_nothing"):
             raise ValueError(f"scoring must be 'per_input' or 'all_or_nothing', got {scoring!r}")
+        if not all(isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k >= 1 for k in maj_ks):
+            raise ValueError(f"maj_ks must be positive integers, got {list(maj_ks)}")
         self.scoring = scoring
-        for f in ("identifiers.json", "test_puzzles.json"):
-            if not os.path.isfile(os.path.join(data_dir, f)):
-                raise ValueError(f"{os.path.join(data_dir, f)}: not found (an ARC dataset from prepare_arc.py has it)")
+        if not os.path.isfile(os.path.join(data_dir, "identifiers.json")):
+            raise ValueError(f"{os.path.join(data_dir, 'identifiers.json')}: not found (an ARC dataset has it)")
         with open(os.path.join(data_dir, "identifiers.json")) as f:
             self.names = json.load(f)
-        with open(os.path.join(data_dir, "test_puzzles.json")) as f:
-            self.tasks = json.load(f)
+        path = os.path.join(data_dir, puzzles)
+        if os.path.isfile(path):
+            with open(path) as f:  # the split's original tasks, answers included
+                self.tasks = json.load(f)
+        else:  # HRM's layout: the answers are the labels of the split's un-augmented variants
+            split = split or puzzles.removesuffix("_puzzles.json")
+            try:
+                self.tasks = split_tasks(data_dir, split, self.names)
+            except ValueError as e:
+                raise ValueError(f"{path}: not found, nor the tasks in the '{split}' split ({e})") from None
         self.pass_ks, self.variants, self.blank = list(pass_ks), variants, blank_identifier_id
+        self.maj_ks = [int(k) for k in maj_ks]
         self.votes = {}    # (task, input key) -> [(prediction key, sigmoid q_halt, example index)]
         self.seen = 0
 
@@ -158,9 +273,9 @@ class ARCEvaluator:
             if pid == self.blank:
                 continue
             name = self.names[pid]
-            if self.variants == "canonical" and "|||" in name:
-                continue
             task, undo = inverse_variant(name)
+            if self.variants == "canonical" and task != name:
+                continue
             key = (task, grid_key(undo(crop(inp))))
             self.votes.setdefault(key, []).append((grid_key(undo(crop(pred))), float(qi), int(i)))
 
@@ -203,8 +318,29 @@ class ARCEvaluator:
             ranked = ranked_of(task, ikey)
             hits = [any(c[0] == lkey for c in ranked[:k]) for k in ks]
             per_task.setdefault(task, []).append(hits)
+        return self.combine(per_task)
+
+    def combine(self, per_task: dict) -> dict:
+        """{task: [hits per k] per test input} -> {task: score per k}, as `scoring` says."""
         combine = np.mean if self.scoring == "per_input" else np.min
         return {t: combine(np.array(h, float), axis=0) for t, h in per_task.items()}
+
+    def majority(self, ks, seed: int = 0) -> dict:
+        """Per task, for each K in ks: maj@K (the class docstring), scored as pass@K."""
+        gens = [np.random.default_rng([k, seed & (2**64 - 1)]) for k in ks]  # one stream per K
+        per_task = {}
+        for task, i, ikey, lkey in self.test_inputs():
+            votes = sorted(self.votes.get((task, ikey), []), key=lambda v: v[2])  # split order
+            hits = [False] * len(ks)
+            if votes:
+                q = np.array([v[1] for v in votes])
+                # sigmoid(q) is 0 only for logits below about -745: then all equally likely
+                p = q / q.sum() if q.sum() > 0 else None
+                for j, (k, gen) in enumerate(zip(ks, gens)):
+                    drawn = gen.choice(len(votes), size=k, p=p)
+                    hits[j] = votes[drawn[np.argmax(q[drawn])]][0] == lkey
+            per_task.setdefault(task, []).append(hits)
+        return self.combine(per_task)
 
     def result(self, curve_repeats: int = 0, bootstrap: int = 0, seed: int = 0) -> dict:
         """{'metrics': {'pass@k': ...}, 'submission', 'rows' (per test input), 'curve', 'tasks'}."""
@@ -213,6 +349,10 @@ class ARCEvaluator:
         task_scores = np.array(list(per_task.values())) if per_task else np.zeros((0, len(self.pass_ks)))
         metrics = {f"pass@{k}": float(task_scores[:, j].mean()) if len(task_scores) else 0.0
                    for j, k in enumerate(self.pass_ks)}
+        if self.maj_ks:
+            maj = np.array(list(self.majority(self.maj_ks, seed).values())).reshape(-1, len(self.maj_ks))
+            metrics.update({f"maj@{k}": float(maj[:, j].mean()) if len(maj) else 0.0
+                            for j, k in enumerate(self.maj_ks)})
         rng = np.random.default_rng(seed)
         if bootstrap and len(task_scores):
             for k in (1, 2):
@@ -274,10 +414,13 @@ class ARCEvaluator:
 class StepRecorder:
     """What one batch's ACT steps did, from the per-row results the model reports after each
     step: over the labelled rows, their number, summed token accuracy and exact count (for
-    steps.csv); for tracing, every row's answer and q_halt after each step."""
+    steps.csv); the time each step took (timed: the device is waited for); the answers after
+    each step, for tracing and for the per-depth votes of the compute curve."""
 
-    def __init__(self, keep_answers: bool):
-        self.sums, self.keep_answers, self.preds, self.q_halt = [], keep_answers, [], []
+    def __init__(self, keep_answers: bool, timed: bool, device):
+        self.sums, self.times, self.preds, self.q_halt = [], [], [], []
+        self.keep_answers, self.timed, self.device = keep_answers, timed, device
+        self.t = time.perf_counter()
 
     def __call__(self, step, carry, metrics, outputs):
         real = outputs["labelled"]
@@ -286,6 +429,12 @@ class StepRecorder:
         if self.keep_answers:
             self.preds.append(outputs["preds"].cpu())
             self.q_halt.append(outputs["q_halt_logits"].float().cpu())
+        if self.timed:
+            if torch.device(self.device).type == "cuda":
+                torch.cuda.synchronize(self.device)
+            now = time.perf_counter()
+            self.times.append(now - self.t)
+            self.t = now
 
     def traces(self, set_name, batch, want: int, unsolved: bool) -> list[dict]:
         """Up to `want` labelled rows of the batch (unsolved: only those whose first answer is
@@ -304,32 +453,50 @@ METRICS = ("accuracy", "count", "exact_accuracy", "lm_loss", "q_halt_accuracy", 
 
 
 def evaluate_split(model, dataset: PuzzleDataset, device, arc: ARCEvaluator | None = None, trace: int = 0,
-                   trace_unsolved: bool = False, reduce=None) -> dict:
-    """Run every test example for the model's halt_max_steps ACT steps in inference mode.
+                   trace_unsolved: bool = False, reduce=None, halt_on_q: bool = False, depth_arcs=None,
+                   timed: bool = False, progress: str | None = None) -> dict:
+    """Run every test example in inference mode: for the model's halt_max_steps ACT steps, or
+    (halt_on_q) until its halting rule fires, the halted rows leaving the batch (model.solve).
     Returns {'sets': {set: the final step's metrics per example, 'count' examples},
-    'steps': token and exact accuracy after each step, 'trace': the answers after each step of
-    the first `trace` examples (trace_unsolved: the first whose answer after step 1 is wrong)}.
-    reduce(tensor) sums across ranks; arc, if given, receives every final answer."""
+    'steps': token and exact accuracy after each step, 'step_time': seconds spent in each step
+    (timed: the device waited for after each step; fixed steps only), 'wall': seconds, 'trace': the answers after each step of the first
+    `trace` examples (trace_unsolved: the first whose answer after step 1 is wrong)}.
+    reduce(tensor) sums across ranks; arc receives every final answer; depth_arcs[d - 1] the
+    answers after step d (the compute curve). progress: a progress bar's title (rank 0)."""
     was_training = model.training
     model.eval()
-    sums, step_sums, traces = {}, {}, []
+    sums, step_sums, step_time, traces = {}, {}, {}, []
     start = 0  # position in the split of the global batch's first example
+    bar = None
+    if progress is not None:
+        from tqdm import tqdm
+        bar = tqdm(total=dataset.num_examples(), desc=progress, unit="ex", mininterval=5, dynamic_ncols=True)
+    t0 = time.perf_counter()
     with torch.inference_mode():
         for set_name, batch in dataset.iter_test():
             batch = {k: v.to(device) for k, v in batch.items()}
-            record = StepRecorder(keep_answers=len(traces) < trace)
-            carry, metrics, outputs = model.solve(batch, on_step=record)
+            record = StepRecorder(len(traces) < trace or depth_arcs is not None, timed, device)
+            carry, metrics, outputs = model.solve(batch, on_step=None if halt_on_q else record, halt_on_q=halt_on_q)
             for s, v in enumerate(record.sums, 1):
                 step_sums[s] = step_sums.get(s, 0) + v
+            for s, t in enumerate(record.times, 1):
+                step_time[s] = step_time.get(s, 0.0) + t
             if len(traces) < trace:
                 traces += record.traces(set_name, batch, trace - len(traces), trace_unsolved)
+            index = range(start + dataset.rank * dataset.local_batch_size,
+                          start + dataset.rank * dataset.local_batch_size + len(batch["inputs"]))
             if arc is not None:
-                first = start + dataset.rank * dataset.local_batch_size
                 arc.update(batch["inputs"], batch["puzzle_identifiers"], outputs["preds"], outputs["q_halt_logits"],
-                           index=range(first, first + len(batch["inputs"])))
+                           index=index)
+            for d, ev in enumerate(depth_arcs or []):
+                ev.update(batch["inputs"], batch["puzzle_identifiers"], record.preds[d], record.q_halt[d], index=index)
             start += dataset.global_batch_size
             vec = torch.stack([metrics[k].double() for k in METRICS])
             sums[set_name] = sums.get(set_name, 0) + vec
+            if bar is not None:
+                bar.update(min(dataset.global_batch_size, bar.total - bar.n))
+    if bar is not None:
+        bar.close()
     model.train(was_training)
     total = lambda v: (reduce(v.clone()) if reduce is not None else v).cpu().tolist()
     sets = {}
@@ -341,7 +508,33 @@ def evaluate_split(model, dataset: PuzzleDataset, device, arc: ARCEvaluator | No
     for s in sorted(step_sums):
         n, acc, exact = total(step_sums[s])
         steps.append({"step": s, "accuracy": acc / max(n, 1), "exact_accuracy": exact / max(n, 1)})
-    return {"sets": sets, "steps": steps, "trace": traces}
+    return {"sets": sets, "steps": steps, "trace": traces, "wall": time.perf_counter() - t0,
+            "step_time": [step_time[s] for s in sorted(step_time)]}
+
+
+def compute_table(fixed: dict, q: dict, depth_arcs, q_arc) -> list[dict]:
+    """What each amount of test-time compute buys: one row per fixed depth d = 1..N (from the
+    fixed run: accuracy after step d; its time, that run's time outside the steps plus its first
+    d steps) and one for halting=q (its own run, halted rows leaving the batch)."""
+    n = sum(m["count"] for m in fixed["sets"].values())
+    outside = max(fixed["wall"] - sum(fixed["step_time"]), 0.0)
+    rows = []
+    for d, st in enumerate(fixed["steps"], 1):
+        seconds = outside + sum(fixed["step_time"][:d])
+        rows.append({"halting": f"fixed {d}", "mean_steps": float(d), "exact_accuracy": st["exact_accuracy"],
+                     "accuracy": st["accuracy"], "examples_per_s": n / max(seconds, 1e-9),
+                     **(pass_at_1_2(depth_arcs[d - 1]) if depth_arcs else {})})
+    qn = sum(m["count"] for m in q["sets"].values())
+    qs = {k: sum(m[k] * m["count"] for m in q["sets"].values()) / max(qn, 1) for k in ("exact_accuracy", "accuracy", "steps")}
+    rows.append({"halting": "q", "mean_steps": qs["steps"], "exact_accuracy": qs["exact_accuracy"],
+                 "accuracy": qs["accuracy"], "examples_per_s": qn / max(q["wall"], 1e-9),
+                 **(pass_at_1_2(q_arc) if q_arc is not None else {})})
+    return rows
+
+
+def pass_at_1_2(arc: ARCEvaluator) -> dict:
+    m = arc.result()["metrics"]
+    return {"pass@1": m["pass@1"], "pass@2": m["pass@2"]}
 
 
 # loading checkpoints -----------------------------------------------------------
@@ -389,26 +582,59 @@ def load_weights(model: TRM, state: dict, path: str):
     model.load_state_dict(state)
 
 
-def model_settings(kind: str, ck: dict, settings: dict) -> dict:
-    """The architecture settings of a checkpoint: ours carries them; a reference checkpoint's
-    come from --config, then the settings given, and its arch from its key layout."""
+def model_settings(kind: str, ck: dict, settings: dict, path: str) -> dict:
+    """The architecture settings of a checkpoint at path. Ours carries them. A reference
+    checkpoint's come from the all_config.yaml beside it (the reference writes one), then
+    --config, then the settings given, and its arch from its key layout."""
     if kind == "ours":
         return dict(ck["model_config"])
+    ref = checkpoint.reference_config(path)
+    cfg = {k: v for k, v in (ref["model"] if ref else {}).items() if k in ARCH_KEYS}
     try:
-        recipe = load_config_file(settings["config"]) if settings["config"] else {}
+        recipe = load_config_file(settings["config"]) if settings.get("config") else {}
     except ConfigError as e:
         raise SystemExit(f"error: {e}")
-    cfg = {k: v for k, v in recipe.items() if k in ARCH_KEYS}
+    cfg.update({k: v for k, v in recipe.items() if k in ARCH_KEYS})
     cfg.update({k: settings[k] for k in ARCH_KEYS if settings.get(k) is not None and k != "halt_max_steps"})
-    if settings.get("arch") is None:
+    if settings.get("arch") is None and not ref:
         cfg["arch"] = ("hrm" if any(k.startswith("H_level.") for k in ck)
                        else "urm" if any(k.startswith("layers.") for k in ck) else "trm")
     return cfg
 
 
-def build_model(kind: str, ck: dict, meta, settings: dict, dev: str, fdtype: str) -> tuple[TRM, dict]:
-    """The model of a checkpoint with its weights (EMA when asked and present)."""
-    cfg = model_settings(kind, ck, settings)
+def trained_identifiers(kind: str, ck: dict, path: str, given: str = "") -> list[str] | None:
+    """The names of a checkpoint's puzzle-table rows: from `given` (an identifiers.json), ours
+    keeps them (older ones: its dataset's identifiers.json), a reference checkpoint's come from the
+    dataset its all_config.yaml names. None when they cannot be found."""
+    if given:
+        return read_identifiers(os.path.dirname(os.path.abspath(given)))
+    if kind == "ours":
+        return ck.get("identifiers") or read_identifiers(ck["config"]["data_dir"].split(",")[0])
+    ref = checkpoint.reference_config(path)
+    return read_identifiers(ref["data_paths"][0]) if ref and ref["data_paths"] else None
+
+
+def weights_for(kind: str, ck: dict, path: str, names: list | None, use_ema: bool = True, given: str = ""):
+    """The state dict to load from a checkpoint into a model for a dataset whose puzzle names
+    are `names` (the EMA weights of ours when use_ema): puzzle-table rows follow their names, a
+    puzzle the checkpoint never saw gets the mean of its rows. Returns (state, a line saying
+    what happened to the table, or None)."""
+    state = dict(ck["model"]) if kind == "ours" else dict(ck)
+    if kind == "ours" and use_ema and ck.get("ema") is not None:
+        state.update(ck["ema"])  # the averaged parameters, by name
+    table = state.get("puzzle_emb.weights")
+    old = trained_identifiers(kind, ck, path, given)
+    if table is None or names is None or (old is None and len(table) == len(names)) or old == names:
+        return state, None  # nothing to move (or nothing known to move by: index order, as the reference)
+    state["puzzle_emb.weights"], kept = checkpoint.remap_table(table.float(), old, names)
+    return state, (f"puzzle table: {kept} of {len(names)} rows by name from the checkpoint's {len(table)}, "
+                   f"the others their mean" + ("" if old is not None else " (the names it was trained on are unknown)"))
+
+
+def build_model(kind: str, ck: dict, meta, settings: dict, dev: str, fdtype: str, names=None) -> tuple[TRM, dict]:
+    """The model of a checkpoint with its weights (EMA when asked and present), for a dataset
+    whose puzzle names are `names`."""
+    cfg = model_settings(kind, ck, settings, settings["ckpt"])
     cfg.update(vocab_size=meta.vocab_size, seq_len=meta.seq_len, num_puzzle_identifiers=meta.num_puzzle_identifiers,
                forward_dtype=fdtype, halt_exploration_prob=0.0)
     if settings["halt_max_steps"]:
@@ -417,17 +643,16 @@ def build_model(kind: str, ck: dict, meta, settings: dict, dev: str, fdtype: str
         model = TRM(TRMConfig.from_settings(cfg)).to(dev)
     except (TypeError, ValueError) as e:
         raise SystemExit(f"error: model settings {cfg}: {e}")
-    state = ck
-    if kind == "ours":
-        state = dict(ck["model"])
-        if settings["use_ema"] and ck.get("ema") is not None:
-            state.update(ck["ema"])  # the averaged parameters, by name
+    cfg = asdict(model.cfg)  # every setting, defaults included
+    state, moved = weights_for(kind, ck, settings["ckpt"], names, settings["use_ema"])
+    if moved:
+        print(moved)
     load_weights(model, state, settings["ckpt"])
     return model, cfg
 
 
 def data_kind(meta, path: str) -> str:
-    if os.path.exists(os.path.join(path, "test_puzzles.json")):
+    if is_arc_dataset(path):  # test_puzzles.json, or an ARC layout without it (HRM's builder)
         return "arc"
     return "maze" if meta.vocab_size == 6 else "sudoku"
 
@@ -441,7 +666,12 @@ def main(argv=None):
     s = settings
     if not s["ckpt"]:
         raise SystemExit("error: --ckpt=PATH is required")
-    out = s["out_dir"] or os.path.join(os.path.dirname(os.path.abspath(s["ckpt"])), "eval")
+    if s["export"]:
+        return export_checkpoint(s)
+    if s["halting"] not in ("fixed", "q"):
+        raise SystemExit(f"error: halting must be 'fixed' or 'q', got {s['halting']!r}")
+    out = s["out_dir"] or (os.path.join("out", "eval", s["ckpt"][3:].replace("/", "_")) if s["ckpt"].startswith("hf:")
+                           else os.path.join(os.path.dirname(os.path.abspath(s["ckpt"])), "eval"))
     try:  # a new or empty folder, or an earlier evaluation's: its files are replaced, nothing else
         checkpoint.check_folder(out, "evaluation", "--out_dir")
     except ValueError as e:
@@ -449,6 +679,7 @@ def main(argv=None):
     torch.manual_seed(s["seed"])
     rt = runtime.setup(s["device"], s["dtype"], s["ddp_timeout"])
 
+    s["ckpt"] = checkpoint.resolve(s["ckpt"])  # hf:OWNER/REPO/PATH: downloaded into the hub's cache
     kind, ck = read_checkpoint(s["ckpt"], s["trust_checkpoint"])
     data_dir = s["data"]
     if not data_dir:
@@ -461,30 +692,104 @@ def main(argv=None):
     except (OSError, ValueError) as e:
         raise SystemExit(f"error: {e}")
     meta = test_data.metadata
-    model, cfg = build_model(kind, ck, meta, s, rt.device, rt.dtype)
+    note = ""
+    if s["eval_max_examples"]:  # a quick check: a fixed subset, said on every line printed
+        whole = test_data.num_examples()
+        kept = test_data.limit(s["eval_max_examples"], s["seed"])
+        note = f" [subset: {kept} of {whole} test examples, whole puzzles, seed {s['seed']}]"
+    model, cfg = build_model(kind, ck, meta, s, rt.device, rt.dtype, read_identifiers(data_dir.split(",")[0]))
     if rt.master:
         checkpoint.mark_folder(out, "evaluation", "evaluate.py", checkpoint=os.path.abspath(s["ckpt"]))
     first_dir = data_dir.split(",")[0]
     dkind = data_kind(meta, first_dir)
-    arc = (ARCEvaluator(first_dir, s["pass_ks"], s["variants"], meta.blank_identifier_id, s["scoring"])
-           if dkind == "arc" else None)
+    arc = (ARCEvaluator(first_dir, s["pass_ks"], s["variants"], meta.blank_identifier_id, s["scoring"],
+                        maj_ks=s["maj_ks"]) if dkind == "arc" else None)
+    if arc is not None and note:  # score only the tasks the subset holds
+        keep = subset_tasks(test_data, arc.names)
+        arc.tasks = {t: v for t, v in arc.tasks.items() if t in keep}
     rt.log(f"evaluating {s['ckpt']} ({kind} checkpoint, {model.num_params() / 1e6:.2f}M parameters, "
-           f"{cfg['halt_max_steps']} ACT steps) on {data_dir} ({dkind}), device {rt.device}, {rt.dtype}, "
-           f"batch {batch}" + (f", {rt.world_size} ranks" if rt.ddp else ""))
+           f"{cfg['halt_max_steps']} ACT steps, halting={s['halting']}) on {data_dir} ({dkind}), device "
+           f"{rt.device}, {rt.dtype}, batch {batch}" + (f", {rt.world_size} ranks" if rt.ddp else "") + note)
 
     if rt.device_type == "cuda":
         torch.cuda.reset_peak_memory_stats(rt.device)
     t0 = time.time()
-    res = evaluate_split(model, test_data, rt.device, arc=arc, trace=s["trace"] if rt.master else 0,
-                         trace_unsolved=s["trace_unsolved"], reduce=rt.all_reduce if rt.ddp else None)
-    if arc is not None:
-        arc.gather(rt)
+    res = run_evaluation(model, test_data, arc, s, rt, note)
     wall = time.time() - t0
     rt.close()
     if not rt.master:
         return None
     return report.write_evaluation(out, s, res, arc, dkind, kind=kind, data_dir=data_dir, model_config=cfg,
-                                   rt=rt, wall=wall)
+                                   rt=rt, wall=wall, note=note)
+
+
+def export_checkpoint(s: dict) -> dict:
+    """evaluate.py --export=reference --ckpt=OURS --out=PATH: our checkpoint in the layout of the
+    reference codebase of its arch (checkpoint.export_reference), into a new or empty folder, or
+    one an earlier export wrote."""
+    if s["export"] != "reference":
+        raise SystemExit(f"error: export must be 'reference', got {s['export']!r}")
+    if not s["out"]:
+        raise SystemExit("error: --export needs --out=PATH (the file to write; all_config.yaml goes beside it)")
+    kind, ck = read_checkpoint(checkpoint.resolve(s["ckpt"]), s["trust_checkpoint"])
+    if kind != "ours":
+        raise SystemExit(f"error: {s['ckpt']} is already a reference checkpoint")
+    folder = os.path.dirname(os.path.abspath(s["out"]))
+    try:
+        checkpoint.check_folder(folder, "export", "--out")
+        info = checkpoint.export_reference(ck, s["out"], forward_dtype=s["export_dtype"] or
+                                           ck["model_config"].get("forward_dtype", "float32"))
+    except ValueError as e:
+        raise SystemExit(f"error: cannot export {s['ckpt']}: {e}")
+    checkpoint.mark_folder(folder, "export", "evaluate.py", checkpoint=os.path.abspath(s["ckpt"]))
+    print(f"wrote {info['checkpoint']} ({info['arch']}, {'EMA' if info['ema'] else 'raw'} weights, "
+          f"{info['keys']} keys) and {info['config']}")
+    for note in info["notes"]:
+        print(f"note: {note}")
+    return info
+
+
+def run_evaluation(model, test_data, arc, s, rt, note) -> dict:
+    """evaluate_split as the settings ask; with halting='q' two runs: every fixed depth (its
+    per-step answers and times) and halting by the rule (the reported answers), and the table
+    of what each costs and buys under 'compute'."""
+    reduce = rt.all_reduce if rt.ddp else None
+    bar = f"evaluating{note}" if rt.master and test_data.num_examples() >= 10 * test_data.global_batch_size else None
+    trace = s["trace"] if rt.master else 0
+    if s["halting"] != "q":
+        res = evaluate_split(model, test_data, rt.device, arc=arc, trace=trace, trace_unsolved=s["trace_unsolved"],
+                             reduce=reduce, progress=bar)
+        if arc is not None:
+            arc.gather(rt)
+        return res
+    depth_arcs = [empty_pool(arc) for _ in range(model.cfg.halt_max_steps)] if arc is not None else None
+    fixed = evaluate_split(model, test_data, rt.device, trace=trace, trace_unsolved=s["trace_unsolved"],
+                           reduce=reduce, depth_arcs=depth_arcs, timed=True, progress=bar and f"{bar}, every fixed depth")
+    res = evaluate_split(model, test_data, rt.device, arc=arc, reduce=reduce, halt_on_q=True,
+                         progress=bar and f"{bar}, halting=q")
+    for a in (depth_arcs or []) + ([arc] if arc is not None else []):
+        a.gather(rt)
+    res.update(steps=fixed["steps"], trace=fixed["trace"])
+    if rt.master:
+        res["compute"] = compute_table(fixed, res, depth_arcs, arc)
+    return res
+
+
+def empty_pool(arc: ARCEvaluator) -> ARCEvaluator:
+    """An evaluator like arc (same tasks and settings) with no votes yet."""
+    other = copy.copy(arc)
+    other.votes, other.seen = {}, 0
+    return other
+
+
+def subset_tasks(dataset: PuzzleDataset, names: list[str]) -> set:
+    """The ARC tasks whose examples a limited dataset kept."""
+    tasks = set()
+    for set_name, rows in dataset.subset.items():
+        d = dataset.data[set_name]
+        puzzles = np.searchsorted(d["puzzle_indices"], rows, side="right") - 1
+        tasks |= {inverse_variant(names[i])[0] for i in np.unique(d["puzzle_identifiers"][puzzles])}
+    return tasks
 
 
 if __name__ == "__main__":

@@ -326,6 +326,21 @@ class Carry:
                            else {n: torch.cat([x[n] for x in xs], 0) for n in xs[0]})
         return {k: join([st[k] for st in states]) for k in states[0]}
 
+    def split(self, k: int) -> list["Carry"]:
+        """k carries of consecutive rows (the micro-batches of gradient accumulation)."""
+        n = len(self.steps) // k
+        return [self.select(slice(i * n, (i + 1) * n)) for i in range(k)]
+
+    @staticmethod
+    def cat(carries: list["Carry"]) -> "Carry":
+        return Carry(**{k: ({n: torch.cat([vars(c)[k][n] for c in carries]) for n in v} if isinstance(v, dict)
+                            else torch.cat([vars(c)[k] for c in carries])) for k, v in vars(carries[0]).items()})
+
+    def select(self, keep) -> "Carry":
+        """The carry of the rows keep picks ([B] bool, or a slice)."""
+        return Carry(**{k: ({n: t[keep] for n, t in v.items()} if isinstance(v, dict) else v[keep])
+                        for k, v in vars(self).items()})
+
     @staticmethod
     def state_rows(state: dict, lo: int, hi: int) -> dict:
         """Rows [lo, hi) of a saved carry: one rank's part of the global batch."""
@@ -501,8 +516,10 @@ class TRM(nn.Module):
 
     def loss_head(self, carry, outputs):
         """(loss, metrics, rows): the loss summed over rows; the metrics of the rows that halted
-        in this call, as sums; per row, the answer `preds` [B, L], `exact` [B] (every labelled
-        token right), `token_accuracy` [B] and `labelled` [B] (the row has labels: not padding)."""
+        in this call, as sums (summarize), beside both losses summed over every row; and per row
+        (`rows`, no gradient): the answer `preds` [B, L], `exact` [B] (every labelled token right),
+        `token_accuracy`, `labelled` (the row has labels: not padding), `q_halt_correct`, `steps`,
+        and its `lm_loss` and `q_halt_loss`."""
         labels = carry.current_data["labels"]
         logits = outputs["logits"]
         with torch.no_grad():
@@ -512,23 +529,16 @@ class TRM(nn.Module):
             divisor = count.clamp_min(1).unsqueeze(-1)
             correct = mask & (preds == labels)
             seq_correct = correct.sum(-1) == count        # a row with nothing to label counts as solved
-            token_accuracy = (correct.float() / divisor).sum(-1)
-            valid = carry.halted & (count > 0)            # metrics: rows that finished this call
-            metrics = {
-                "count": valid.sum(),
-                "accuracy": torch.where(valid, token_accuracy, 0).sum(),
-                "exact_accuracy": (valid & seq_correct).sum(),
-                "q_halt_accuracy": (valid & ((outputs["q_halt_logits"] >= 0) == seq_correct)).sum(),
-                "steps": torch.where(valid, carry.steps, 0).sum(),
-            }
-            rows = {"preds": preds, "exact": seq_correct, "token_accuracy": token_accuracy, "labelled": count > 0}
         # every row contributes, halted or not: each call is one supervision step
-        lm_loss = (ops.cross_entropy(self.cfg.loss_type, logits, labels) / divisor).sum()
-        q_halt_loss = F.binary_cross_entropy_with_logits(
-            outputs["q_halt_logits"], seq_correct.to(outputs["q_halt_logits"].dtype), reduction="sum")
+        row_lm_loss = (ops.cross_entropy(self.cfg.loss_type, logits, labels) / divisor).sum(-1)  # [B]
+        row_q_halt_loss = F.binary_cross_entropy_with_logits(
+            outputs["q_halt_logits"], seq_correct.to(outputs["q_halt_logits"].dtype), reduction="none")
+        lm_loss, q_halt_loss = row_lm_loss.sum(), row_q_halt_loss.sum()
         loss = lm_loss + 0.5 * q_halt_loss
-        metrics["lm_loss"] = lm_loss.detach()
-        metrics["q_halt_loss"] = q_halt_loss.detach()
+        rows = {"preds": preds, "exact": seq_correct, "token_accuracy": (correct.float() / divisor).sum(-1),
+                "labelled": count > 0, "q_halt_correct": (outputs["q_halt_logits"] >= 0) == seq_correct,
+                "steps": carry.steps, "lm_loss": row_lm_loss.detach(), "q_halt_loss": row_q_halt_loss.detach()}
+        metrics = {**self.summarize(rows, carry.halted), "lm_loss": lm_loss.detach(), "q_halt_loss": q_halt_loss.detach()}
         if "target_q_continue" in outputs:
             q_continue_loss = F.binary_cross_entropy_with_logits(
                 outputs["q_continue_logits"], outputs["target_q_continue"], reduction="sum")
@@ -536,20 +546,59 @@ class TRM(nn.Module):
             metrics["q_continue_loss"] = q_continue_loss.detach()
         return loss, metrics, rows
 
+    @staticmethod
+    def summarize(rows, done):
+        """The metrics, as sums, of the labelled rows among `done`: their count, token accuracy,
+        exact answers, right halting guesses (q_halt >= 0 exactly when solved) and ACT steps."""
+        valid = done & rows["labelled"]
+        return {"count": valid.sum(),
+                "accuracy": torch.where(valid, rows["token_accuracy"], 0).sum(),
+                "exact_accuracy": (valid & rows["exact"]).sum(),
+                "q_halt_accuracy": (valid & rows["q_halt_correct"]).sum(),
+                "steps": torch.where(valid, rows["steps"], 0).sum()}
+
+    def halts_on_q(self, outputs):
+        """[B] bool: where the learned halting rule says stop (q_halt > 0, or > q_continue when
+        Q-continue is learned): training's rule, which evaluation normally does not apply."""
+        q = outputs["q_halt_logits"]
+        return q > (0 if self.cfg.no_ACT_continue else outputs["q_continue_logits"])
+
     @torch.no_grad()
-    def solve(self, batch, on_step=None):
-        """Evaluation: run the batch from a fresh carry until every row halted (halt_max_steps
-        steps, as halting is never early outside training). Returns the last call's
-        (carry, metrics, outputs); on_step(step, carry, metrics, outputs) sees every call."""
+    def solve(self, batch, on_step=None, halt_on_q=False):
+        """Evaluation from a fresh carry. By default every row runs halt_max_steps steps (the
+        references' evaluation); returns the last call's (carry, metrics, outputs), and
+        on_step(step, carry, metrics, outputs) sees every call. With halt_on_q each row stops at
+        the first step where its halting rule fires (halts_on_q; at the latest at halt_max_steps)
+        and leaves the batch, so later steps compute only the rows still running; returns
+        (None, the metrics of every row's final step, its per-row results in the batch's order)."""
         carry = self.initial_carry(batch)
         step = 0
-        while True:
+        if not halt_on_q:
+            while True:
+                carry, _, metrics, outputs = self(carry, batch)
+                step += 1
+                if on_step is not None:
+                    on_step(step, carry, metrics, outputs)
+                if bool(carry.halted.all()):
+                    return carry, metrics, outputs
+        final, rows = {}, torch.arange(len(batch["inputs"]), device=batch["inputs"].device)  # rows still running
+        while len(rows):
             carry, _, metrics, outputs = self(carry, batch)
             step += 1
             if on_step is not None:
                 on_step(step, carry, metrics, outputs)
-            if bool(carry.halted.all()):
-                return carry, metrics, outputs
+            stop = carry.halted | self.halts_on_q(outputs)
+            for k in ("preds", "exact", "token_accuracy", "labelled", "q_halt_correct", "steps", "lm_loss",
+                      "q_halt_loss", "q_halt_logits"):
+                v = outputs[k]
+                final.setdefault(k, v.new_zeros((len(batch["inputs"]),) + v.shape[1:]))[rows[stop]] = v[stop]
+            keep = ~stop
+            rows, carry = rows[keep], carry.select(keep)
+            batch = {k: v[keep] for k, v in batch.items()}
+        everyone = torch.ones_like(final["labelled"])
+        metrics = {**self.summarize(final, everyone), "lm_loss": final["lm_loss"].sum(),
+                   "q_halt_loss": final["q_halt_loss"].sum()}
+        return None, metrics, final
 
     def num_params(self):
         return sum(p.numel() for p in self.parameters())

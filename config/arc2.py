@@ -5,6 +5,7 @@
 #   python prepare_arc.py --version=2 --input_file_prefix=kaggle/combined/arc-agi --output_dir=data/arc2
 out_dir = "out/arc2"
 data_dir = "data/arc2"
+prepare = "python prepare_arc.py --version=2"
 global_batch_size = 768
 epochs = 100000
 eval_interval = 10000

@@ -7,6 +7,7 @@
 # Data: python prepare_arc.py --input_file_prefix=kaggle/combined/arc-agi --output_dir=data/arc1
 out_dir = "out/hrm-arc1"
 data_dir = "data/arc1"
+prepare = "python prepare_arc.py"
 global_batch_size = 768
 epochs = 100000
 eval_interval = 10000

@@ -4,6 +4,7 @@
 #       --subsets=training2,evaluation2 --output_dir=data/arc2-noconcept
 out_dir = "out/hrm-arc2"
 data_dir = "data/arc2-noconcept"
+prepare = "python prepare_arc.py --version=2 --subsets=training2,evaluation2 --output_dir=data/arc2-noconcept"
 global_batch_size = 768
 epochs = 100000
 eval_interval = 10000

@@ -3,6 +3,7 @@
 # Data: python prepare_maze.py --aug=True
 out_dir = "out/hrm-maze"
 data_dir = "data/maze-30x30-hard-1k"
+prepare = "python prepare_maze.py --aug=True --output_dir=data/maze-30x30-hard-1k"
 global_batch_size = 768
 epochs = 20000
 eval_interval = 2000

@@ -8,6 +8,7 @@
 # schedule is the same either way, since an epoch draws one puzzle of each of the 1000 groups.)
 out_dir = "out/maze"
 data_dir = "data/maze-30x30-hard-1k"
+prepare = "python prepare_maze.py --aug=True --output_dir=data/maze-30x30-hard-1k"
 global_batch_size = 768
 epochs = 50000
 eval_interval = 5000

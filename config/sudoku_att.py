@@ -5,6 +5,7 @@
 #           --output_dir=data/sudoku-extreme-1k-aug-1000
 out_dir = "out/sudoku-att"
 data_dir = "data/sudoku-extreme-1k-aug-1000"
+prepare = "python prepare_sudoku.py --source=hub --subsample_size=1000 --num_aug=1000 --output_dir=data/sudoku-extreme-1k-aug-1000"
 global_batch_size = 768
 epochs = 50000
 eval_interval = 5000

@@ -8,6 +8,7 @@
 # Data: python prepare_arc.py --input_file_prefix=kaggle/combined/arc-agi --output_dir=data/arc1
 out_dir = "out/urm-arc1"
 data_dir = "data/arc1"
+prepare = "python prepare_arc.py"
 global_batch_size = 768
 epochs = 200000
 eval_interval = 2000

