@@ -1,18 +1,21 @@
 """
 Evaluate a checkpoint on a dataset's test split: ours (train.py's ckpt.pt, its config inside) or
 a reference's: TRM's or HRM's (a state dict, REFERENCE.md §6) or URM's (a dict holding
-model_state_dict), with or without the torch.compile prefix. The architecture of a reference
-checkpoint (trm, urm or hrm) is read from its keys; its sizes come from a config file or
---key=value settings.
+model_state_dict), with or without the torch.compile prefix; a path, or hf:OWNER/REPO/PATH on the
+Hugging Face hub. A reference checkpoint's architecture comes from the all_config.yaml beside it,
+else from a config file and --key=value settings, and its arch (trm, urm, hrm) from its keys.
 
     python evaluate.py --ckpt=out/arc-mini/ckpt.pt                       # data and model from the checkpoint
     python evaluate.py --ckpt=ref/step_518071 --config=config/arc1.py --data=data/arc1
     python evaluate.py --ckpt=out/sudoku-mini/ckpt.pt --trace=4 --trace_unsolved=True --halt_max_steps=8
+    python evaluate.py --ckpt=out/sudoku-mini/ckpt.pt --halting=q        # halting by q against every depth
+    python evaluate.py --export=reference --ckpt=out/arc1/ckpt.pt --out=ref/step_N   # for the references' code
     torchrun --standalone --nproc_per_node=4 evaluate.py --ckpt=out/arc1/ckpt.pt   # the test split shared out
 
 Every test example runs for halt_max_steps ACT steps (the trained value unless overridden: more
-recursion at test time than in training is allowed), with the EMA weights when the checkpoint has
-them. Writes into out_dir:
+recursion at test time than in training is allowed), or with --halting=q until its halting rule
+fires, with the EMA weights when the checkpoint has them; eval_max_examples=N takes a seeded
+subset of whole puzzles. Writes into out_dir:
   report.json          metrics per set, accuracy after each ACT step, ARC pass@K with bootstrap
                        95% intervals, and provenance (commit, checkpoint sha256, dataset
                        fingerprint, versions, device, wall time, examples/s, peak memory)
@@ -26,6 +29,8 @@ them. Writes into out_dir:
                        failures first; self-contained
   trace.json/html      with --trace=N: the answer (tokens) and q_halt after every ACT step for the
                        first N test examples, and a page that shows them changing
+  compute.csv/png      with --halting=q: accuracy, ARC pass@1/2, mean steps and examples/s of halting
+                       by q and of every fixed depth 1..N (also in report.json and on the console)
 """
 import copy
 import json
@@ -670,12 +675,7 @@ def main(argv=None):
         return export_checkpoint(s)
     if s["halting"] not in ("fixed", "q"):
         raise SystemExit(f"error: halting must be 'fixed' or 'q', got {s['halting']!r}")
-    out = s["out_dir"] or (os.path.join("out", "eval", s["ckpt"][3:].replace("/", "_")) if s["ckpt"].startswith("hf:")
-                           else os.path.join(os.path.dirname(os.path.abspath(s["ckpt"])), "eval"))
-    try:  # a new or empty folder, or an earlier evaluation's: its files are replaced, nothing else
-        checkpoint.check_folder(out, "evaluation", "--out_dir")
-    except ValueError as e:
-        raise SystemExit(f"error: out_dir {e}")
+    out = output_folder(s)
     torch.manual_seed(s["seed"])
     rt = runtime.setup(s["device"], s["dtype"], s["ddp_timeout"])
 
@@ -721,6 +721,18 @@ def main(argv=None):
         return None
     return report.write_evaluation(out, s, res, arc, dkind, kind=kind, data_dir=data_dir, model_config=cfg,
                                    rt=rt, wall=wall, note=note)
+
+
+def output_folder(s: dict) -> str:
+    """out_dir, or by default CKPT_DIR/eval (out/eval/OWNER_REPO_PATH for a hub path): a new or
+    empty folder, or an earlier evaluation's, whose files are then replaced and nothing else."""
+    out = s["out_dir"] or (os.path.join("out", "eval", s["ckpt"][3:].replace("/", "_")) if s["ckpt"].startswith("hf:")
+                           else os.path.join(os.path.dirname(os.path.abspath(s["ckpt"])), "eval"))
+    try:
+        checkpoint.check_folder(out, "evaluation", "--out_dir")
+    except ValueError as e:
+        raise SystemExit(f"error: out_dir {e}")
+    return out
 
 
 def export_checkpoint(s: dict) -> dict:

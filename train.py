@@ -4,10 +4,12 @@ Train a Tiny Recursive Model, on one CPU or GPU or under torchrun.
     python train.py                                # mini Sudoku: prepared on first use, CPU minutes
     python train.py config/sudoku.py --global_batch_size=64   # a recipe, with overrides
     python train.py config/sudoku.py --init_from=resume   # continue from out_dir/ckpt.pt
+    python train.py config/arc_ttt.py --init_from=CKPT --data_dir=data/arc-new   # new puzzles
     torchrun --standalone --nproc_per_node=2 train.py   # the same run on 2 processes
 
 The defaults below are the mini Sudoku run; config/*.py files and --key=value override them
-(configurator.py). Checkpoints (out_dir/ckpt.pt) hold everything a run needs to continue.
+(configurator.py; --help lists them). Checkpoints (out_dir/ckpt.pt) hold everything a run needs to
+continue (REFERENCE.md §6.3); every evaluation also keeps step_N.pt, and best.pt by best_metric.
 """
 import contextlib
 import importlib

@@ -193,3 +193,16 @@ def test_a_checkpoint_that_would_run_code_is_refused(trained, tmp_path):
     # the user's explicit trust loads it (and so runs it)
     checkpoint.load(str(run_dir / "ckpt.pt"), trust=True)
     assert target.exists()
+
+
+def test_importing_the_project_prints_nothing():
+    """On a machine without a GPU, with a CUDA build of torch (what pip installs by default), the
+    project's modules import without a warning (CI runs this under such a build)."""
+    code = ("import warnings; warnings.simplefilter('default')\n"
+            "import checkpoint, configurator, data, evaluate, model, ops, optim, prepare_arc, prepare_maze, "
+            "prepare_sudoku, report, runtime\n"
+            "import torch; torch.cuda.is_available()\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "TRM_USE_EXT": "auto"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "" and r.stderr == "", r.stderr
