@@ -364,7 +364,7 @@ def write_evaluation(out: str, s: dict, res: dict, arc, data_kind: str, kind: st
     if arc is not None:
         report["arc"] = write_arc_results(out, s, arc, note)
     if res.get("compute"):
-        report["compute"] = write_compute(out, res["compute"], f"{os.path.basename(s['ckpt'])}{note}", note)
+        report["compute"] = write_compute(out, res["compute"], f"{s['ckpt']}: accuracy against test-time compute{note}", note)
     if res["trace"]:
         traces = [{"kind": data_kind, "name": f"{t['set']} example {i}", **t} for i, t in enumerate(res["trace"])]
         write_json(os.path.join(out, "trace.json"), traces)
@@ -398,7 +398,10 @@ def write_compute(out: str, rows: list[dict], title: str, note: str = "") -> lis
                     label=f"{metric}, halting by q")
     ax.set_xlabel("mean ACT steps per example")
     ax.set_ylabel("accuracy")
-    ax.set_ylim(-0.02, 1.02)
+    values = [r[m] for r in rows for m in ("exact_accuracy", "pass@2") if m in r]
+    low, high = min(values), max(values)  # zoom on the data: near-equal accuracies stay readable
+    pad = max(0.02, (high - low) * 0.15)
+    ax.set_ylim(max(0.0, low - pad) - 0.003, min(1.0, high + pad) + 0.003)
     ax.set_xlim(0, max(r["mean_steps"] for r in rows) + 0.5)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
