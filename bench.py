@@ -7,6 +7,8 @@ and on the csrc/ extension ('ext') side by side, in the same run.
     python bench.py --backends=torch --iters=1 --warmup=0         # reference only, quick
     python bench.py --time_ops=False --configs=timing --backends=torch  # how fast is this machine
     python bench.py --time_ops=False --time_steps=False                 # evaluation: fixed depth vs halting=q
+    python bench.py --compile=True --configs=arc,sudoku --time_halting=False  # the same under torch.compile
+    python bench.py --device_check=True               # check a (GPU) machine in < 10 min: one summary table
     python bench.py --time_ops=False --time_steps=False --prepare=True \
         --prepare_input=kaggle/combined/arc-agi --reference_repo=../TinyRecursiveModels
                                                       # prepare_arc.py against the reference builder
@@ -29,15 +31,34 @@ prepare_arc.py and, given reference_repo (a checkout of the reference, whose bui
 argdantic and pydantic), with dataset/build_arc_dataset.py, one after the other; it prints the wall
 time and the peak memory of each (the largest sum of the resident sets of the builder and its
 worker processes, sampled every 20 ms; an upper bound where workers share pages), their ratios, and whether the outputs are byte-identical.
+
+--device_check=True checks a machine, each part in its own time-bounded process, one after the
+other (a part that fails or runs out of time is reported, and the others still run):
+  1. ext     build the csrc/ extension (ops.load_ext) and check it against the reference on the
+             device (ops.check_ext): build time, pass/fail and why ('skipped' under TRM_NO_EXT=1);
+  2. tests   python -m pytest -q on the tests that need CUDA (CUDA_TESTS): passed/failed/skipped;
+  3. bench   this script's op and step rows at the 'arc' and 'sudoku' shapes, reference and
+             extension side by side, eager and then --compile=True;
+  4. train   train.py on the mini Sudoku (its embedded data, built in a temporary folder) for
+             a few hundred steps: steps/s after the first progress line, final test exact accuracy.
+It prints one markdown table (device, torch, CUDA, git commit, each part's status, time and
+figures), writes it to device_check_out (and every part's output to the .log beside it), and exits
+1 if a part failed. The parts share device_check_budget seconds (DEVICE_CHECK_PARTS: each part may
+use its share plus whatever the parts before it left). Without CUDA the CUDA tests report
+'skipped: no CUDA'; --quick=True shrinks everything (tests/test_bench.py runs it on a CPU).
 """
 import filecmp
+import json
 import os
+import re
 import resource
+import signal
 import shutil
 import subprocess
 import sys
 import tempfile
 import statistics
+import threading
 import time
 from contextlib import nullcontext
 
@@ -65,6 +86,13 @@ prepare_input = "kaggle/combined/arc-agi"  # Kaggle file prefix for --prepare (P
 prepare_num_aug = 1000
 reference_repo = ""        # checkout of the reference TRM code, for its builder ('' = ours only)
 prepare_out = ""           # where the builds go ('' = a temporary folder, removed after)
+compile = False            # torch.compile the timed ops and the steps' recursion (model.recurse, as train.py)
+results_out = ""           # also append every row to this file, one JSON object a line ('' = not)
+ext_check = False          # only build the extension and run ops.check_ext on the device; one JSON line
+device_check = False       # check a (GPU) machine: build, CUDA tests, benchmarks, training (docstring)
+quick = False              # device_check: tiny sizes and few steps (a CPU proves the command runs)
+device_check_out = "out/device_check.md"  # device_check: where its summary table goes (the log beside it)
+device_check_budget = 540  # device_check: seconds for all its parts together (each part has its share)
 seed = 0
 # -----------------------------------------------------------------------------
 from configurator import configure  # noqa: E402
@@ -165,6 +193,39 @@ def si(x):
 
 
 copy_gbs = None
+errors = []  # "what [backend]: error" of each row that raised
+
+
+def record(**fields):
+    """Append one row to results_out (a JSON object a line), with this run's settings."""
+    if results_out:
+        with open(results_out, "a") as f:
+            f.write(json.dumps({**fields, "compile": compile, "device": device, "dtype": str(dtype)[6:]}) + "\n")
+
+
+def one_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:160]}" if text else type(e).__name__
+
+
+def time_backends(what, shape, names, make_call):
+    """{backend: (seconds, peak MB)} of the call make_call(backend) returns, timed on each backend.
+    A backend whose call raises is left out: its error is printed as the row, and kept in errors."""
+    results = {}
+    for name in names:
+        try:
+            with using(name):
+                results[name] = measure(make_call(name))
+        except Exception as e:  # a kernel that fails, out of memory, a compile error, ...
+            errors.append(f"{what} [{name}]: {one_line(e)}")
+            print(f"{what:<28}  {name:<7}  {shape:<24}  error: {one_line(e)}", flush=True)
+            record(what=what, backend=name, shape=shape, error=one_line(e))
+            if cuda:
+                try:  # after out of memory; after a kernel fault this fails too, and so do the next rows
+                    torch.cuda.empty_cache()
+                except Exception:
+                    pass
+    return results
 
 
 def report(what, shape, results, count, nbytes=None, flops=None):
@@ -179,6 +240,34 @@ def report(what, shape, results, count, nbytes=None, flops=None):
             f"{100 * gbs / copy_gbs:.0f}%" if gbs is not None and copy_gbs else "",
             f"{flops / t / 1e12:.3f}" if flops else "",
             f"{peak:.0f}" if peak == peak else "n/a", ratio)
+        record(what=what, backend=name, shape=shape, ms=t * 1e3, rate=count / t, gbs=gbs,
+               tflops=flops / t / 1e12 if flops else None, peak_mb=peak if peak == peak else None,
+               ref_over_ext=results["torch"][0] / t if name != "torch" and "torch" in results else None)
+
+
+def maybe_compiled(fn):
+    """fn, or with --compile=True a torch.compile of it (a fresh one per call of this function)."""
+    return torch.compile(fn) if compile else fn
+
+
+def first_calls(names):
+    """Call every op once, eagerly, on each backend: whatever ops does on first use on a device
+    (building the extension, checking it against the reference) then happens here rather than
+    inside a torch.compile'd call, where the compiler would trace it. An error is printed; the
+    rows that meet it again report it."""
+    x = torch.randn(8, 12, device=device, requires_grad=True)
+    labels = torch.randint(0, 12, (8,), device=device)
+    table, ids = torch.zeros(16, 4, device=device), torch.tensor([1, 3, 1], device=device)
+    for name in names:
+        try:
+            with using(name):
+                for op in ("stablemax", "softmax"):
+                    getattr(ops, f"{op}_cross_entropy")(x, labels).sum().backward()
+                ops.gather_rows(table, ids)
+                ops.sparse_sign_sgd_(table, ids, torch.ones(3, 4, device=device), 1e-4, 0.1)
+            sync()
+        except Exception as e:
+            print(f"{name}: first eager call failed: {one_line(e)}", flush=True)
 
 
 # -----------------------------------------------------------------------------
@@ -195,20 +284,20 @@ def bench_ops(names):
         # the loss gradient, labels and logits again, writes the logits gradient
         nbytes = 2 * N * V * es + N * V * es + 2 * N * 4 + 2 * N * 4
         for op in ("stablemax", "softmax"):
-            fn = getattr(ops, f"{op}_cross_entropy")
             x = logits.detach().requires_grad_()
 
-            def call():
-                x.grad = None
-                loss = fn(x, labels)
-                loss.backward(torch.ones_like(loss))
+            def make_call(name, op=op, x=x, labels=labels):
+                fn = maybe_compiled(getattr(ops, f"{op}_cross_entropy"))
 
-            results = {}
-            for name in names:
-                with using(name):
-                    results[name] = measure(call)
-            report(f"{op}_ce fwd+bwd {task}", f"{N}x{V} {str(dtype)[6:]}", results, N, nbytes)
-        del logits, labels, x
+                def call():
+                    x.grad = None
+                    loss = fn(x, labels)
+                    loss.backward(torch.ones_like(loss))
+                return call
+
+            what, shape = f"{op}_ce fwd+bwd {task}", f"{N}x{V} {str(dtype)[6:]}"
+            report(what, shape, time_backends(what, shape, names, make_call), N, nbytes)
+        del logits, labels
 
     # the puzzle-embedding table: B ids drawn from B/4 distinct rows, so ids repeat
     n_rows, D, B = (1_000_000 if cuda else 100_000), 512, ops_batch
@@ -219,17 +308,18 @@ def bench_ops(names):
     grads = torch.randn(B, D, device=device)
     shape = f"{n_rows}x{D} B={B} U={U}"
 
-    results = {}
-    for name in names:
-        with using(name):
-            results[name] = measure(lambda: ops.gather_rows(table, ids))
-    # read B rows and the ids, write B rows
-    report("gather_rows", shape, results, B, 2 * B * D * 4 + B * 4)
+    def make_gather(name):
+        fn = maybe_compiled(ops.gather_rows)
+        return lambda: fn(table, ids)
 
-    results = {}
-    for name in names:
-        with using(name):
-            results[name] = measure(lambda: ops.sparse_sign_sgd_(table, ids, grads, 1e-4, 0.1))
+    # read B rows and the ids, write B rows
+    report("gather_rows", shape, time_backends("gather_rows", shape, names, make_gather), B, 2 * B * D * 4 + B * 4)
+
+    def make_update(name):
+        fn = maybe_compiled(ops.sparse_sign_sgd_)
+        return lambda: fn(table, ids, grads, 1e-4, 0.1)
+
+    results = time_backends("sparse_sign_sgd_", shape, names, make_update)
     # read the ids and B gradient rows, read and write the U distinct table rows
     report("sparse_sign_sgd_", shape, results, B, B * 4 + B * D * 4 + 2 * U * D * 4)
     del table, grads
@@ -311,14 +401,13 @@ def bench_step(cfg_name, names):
         state["i"] += 1
         state["carry"], _ = train_step(model, state["carry"], batch, optimizers, B)
 
-    results = {}
-    for name in names:
-        with using(name):
-            results[name] = measure(call)
+    if compile:  # as train.py: the recursion, which holds nearly all of a step's work
+        model.recurse = torch.compile(model.recurse)
+    what = f"train_step {cfg_name} ({model.num_params() / 1e6:.2f}M)"
     shape = f"B={B} h={cfg.hidden_size} S={cfg.prefix_len}+{cfg.seq_len}"
-    report(f"train_step {cfg_name} ({model.num_params() / 1e6:.2f}M)", shape, results, B,
-           flops=step_flops(model, cfg, B))
-    if cfg_name == "timing":
+    results = time_backends(what, shape, names, lambda name: call)
+    report(what, shape, results, B, flops=step_flops(model, cfg, B))
+    if cfg_name == "timing" and results:
         best = min(r[0] for r in results.values())
         timing_lines.append(f"machine speed: one training step at the reference's timing configuration (rope "
                             f"attention, hidden 128, 4 heads, 2 layers, H3 L4, puzzle embedding 128 x 16, "
@@ -432,6 +521,346 @@ def identical(a: str, b: str) -> bool:
     return bool(files) and all(filecmp.cmp(os.path.join(a, f), os.path.join(b, f), shallow=False) for f in files)
 
 
+# -----------------------------------------------------------------------------
+# checking a machine (--device_check=True; what it runs: the docstring above)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# The tests that need CUDA: those skipped without it, and the extension's tests, whose 'cuda' cases
+# exist only where it is present (grep -n "cuda.is_available" tests/*.py; tests/test_bench.py
+# checks that no such test is missing here). A file not yet in the tree is left out, and said so.
+CUDA_TESTS = ["tests/test_ext.py", "tests/test_model.py::test_cuda_bfloat16_forward_and_step",
+              "tests/test_fake_cuda.py"]
+# each part's share of device_check_budget in seconds (scaled when the budget is not their sum):
+# nvcc builds the extension in a minute or two, torch.compile takes most of the compiled part
+DEVICE_CHECK_PARTS = {"ext": 180, "tests": 100, "bench": 50, "bench_compiled": 120, "train": 90}
+child_env = {}  # set for the parts after the first: TRM_NO_EXT=1 when the extension did not build
+TRAIN_STEPS = 300          # the mini Sudoku run of a full check (its whole schedule is 625 steps)
+PROGRESS_BAR = re.compile(r"\d+%\|")  # tqdm lines: in the log, not echoed
+
+
+def run_ext_check():
+    """--ext_check=True: build (or load) the extension, check it against the reference on the
+    device; print one line 'ext_check: {json}'. Exit status 0 when it passes."""
+    dev_type = torch.device(device).type
+    t0 = time.perf_counter()
+    ext = ops.load_ext()
+    out = {"device": device, "build_s": round(time.perf_counter() - t0, 1)}
+    if ext is None:
+        try:
+            with ops.use_backend("ext"):
+                pass
+            reason = "load_ext() returned None"
+        except RuntimeError as e:
+            print(str(e), flush=True)  # the compiler's output, for the log
+            reason = one_line(e).removeprefix("RuntimeError: ").removeprefix("trm: the C++ extension cannot be used: ")
+        out.update(ok=False, reason=f"no extension: {reason}")
+    elif dev_type == "cuda" and not getattr(ext, "with_cuda", True):
+        out.update(ok=False, reason="the extension was built without its CUDA kernels")
+    else:
+        t0 = time.perf_counter()
+        bad = ops.check_ext(ext, device)
+        out.update(check_s=round(time.perf_counter() - t0, 1), ok=bad is None,
+                   reason=None if bad is None else f"check_ext({dev_type}): {bad}")
+        if bad is None:
+            try:
+                out["auto"] = ops.backend(dev_type)
+            except Exception as e:
+                out["auto"] = f"error: {one_line(e)}"
+    print("ext_check: " + json.dumps(out), flush=True)
+    return 0 if out["ok"] else 1
+
+
+def run_logged(cmd, timeout, log, cwd=HERE, env=None):
+    """Run cmd in its own process group for at most timeout seconds, its output (stdout and stderr)
+    echoed as it comes, but for progress bars, and all of it written to log. Returns (exit status,
+    or None when it ran out of time and was killed; seconds; [(seconds since its start, line)])."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **child_env, **(env or {})}
+    log.write(f"\n$ {' '.join(f'{k}={v}' for k, v in child_env.items())} {' '.join(cmd)}   "
+              f"(cwd {cwd}, at most {timeout:.0f} s)\n")
+    log.flush()
+    lines, t0 = [], time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            text=True, errors="replace", start_new_session=True)
+
+    def read():
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            lines.append((time.perf_counter() - t0, line))
+            log.write(line + "\n")
+            if line.strip() and not PROGRESS_BAR.search(line):
+                print(f"  | {line}", flush=True)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        rc = proc.wait(timeout=max(timeout, 1))
+    except (subprocess.TimeoutExpired, KeyboardInterrupt) as e:
+        os.killpg(proc.pid, signal.SIGKILL)  # the part and whatever it started (compilers, workers)
+        proc.wait()
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        rc = None
+    reader.join(timeout=10)
+    log.write(f"(exit status {rc if rc is not None else f'none: killed after {timeout:.0f} s'})\n")
+    log.flush()
+    return rc, time.perf_counter() - t0, lines
+
+
+def last_line(lines, prefix=None):
+    """The last non-empty output line (starting with prefix, if given), or ''."""
+    for _, line in reversed(lines):
+        if line.strip() and (prefix is None or line.startswith(prefix)):
+            return line.strip()
+    return ""
+
+
+def outcome(rc, timeout, lines, why=None):
+    """The status of a part that ran: 'pass', 'TIMEOUT ...' or 'FAIL: ...'."""
+    if rc is None:
+        return f"TIMEOUT: killed after {timeout:.0f} s"
+    if rc == 0:
+        return "pass"
+    return f"FAIL: {why or last_line(lines) or f'exit status {rc}'}"[:300]
+
+
+def part_ext(timeout, log):
+    if os.environ.get("TRM_NO_EXT", "0") not in ("", "0"):
+        return "skipped: TRM_NO_EXT is set", "the extension was not built", 0.0
+    rc, secs, lines = run_logged([sys.executable, "bench.py", "--ext_check=True", f"--device={device}"], timeout, log)
+    found = last_line(lines, "ext_check: ")
+    r = json.loads(found.partition(" ")[2]) if found else None
+    if r is None or r["reason"] and r["reason"].startswith("no extension"):
+        # no module: a build that was killed leaves torch's lock behind, on which every later load
+        # would wait, and a failed one would be tried again by every process; so none is
+        child_env["TRM_NO_EXT"] = "1"
+        note = "; the parts below ran with TRM_NO_EXT=1"
+        if r is None:
+            return outcome(rc if rc is None else (rc or 1), timeout, lines), note[2:], secs
+        return f"FAIL: {r['reason']}"[:300], f"build {r['build_s']} s{note}", secs
+    if not r["ok"]:
+        return f"FAIL: {r['reason']}"[:300], f"built or loaded in {r['build_s']} s", secs
+    return "pass", (f"built or loaded in {r['build_s']} s; check_ext({torch.device(device).type}) agrees with the "
+                    f"reference ({r['check_s']} s); TRM_USE_EXT=auto runs: {r.get('auto')}"), secs
+
+
+def part_tests(timeout, log):
+    if not cuda:
+        return "skipped: no CUDA", "", 0.0
+    targets = [t for t in CUDA_TESTS if os.path.exists(os.path.join(HERE, t.split("::")[0]))]
+    missing = [t for t in CUDA_TESTS if t not in targets]
+    rc, secs, lines = run_logged([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *targets],
+                                 timeout, log)
+    counts = {}
+    summary = last_line([(0, l) for _, l in lines if re.search(r"\d+ (passed|failed|skipped|errors?)\b", l)])
+    for n, what in re.findall(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed)\b", summary):
+        counts[what.rstrip("s") if what.startswith("error") else what] = int(n)
+    failed = [l.split()[1] for _, l in lines if l.startswith(("FAILED ", "ERROR "))][:3]
+    detail = (f"{counts.get('passed', 0)} passed, {counts.get('failed', 0)} failed, "
+              f"{counts.get('skipped', 0)} skipped" + (f", {counts['error']} errors" if counts.get("error") else "")
+              + f": pytest {' '.join(targets)}" + (f" (not in the tree: {', '.join(missing)})" if missing else ""))
+    why = f"failed: {', '.join(failed)}" if failed else (summary or None)
+    return outcome(rc, timeout, lines, why), detail, secs
+
+
+def bench_args():
+    args = [f"--device={device}", "--time_halting=False", "--backends=torch,ext"]
+    if quick:  # the ops at both shapes, the step at the Sudoku one, tiny
+        return args + ["--configs=sudoku", "--iters=1", "--warmup=0", "--ops_batch=8", "--batch_size=2",
+                       "--hidden_size=32"]
+    return args + ["--configs=arc,sudoku"]
+
+
+def part_bench(compiled, timeout, log, tmp, rows):
+    if compiled and quick and not cuda:
+        return "skipped: quick on a CPU", "torch.compile takes minutes on a CPU", 0.0
+    out = os.path.join(tmp, f"bench_{'compiled' if compiled else 'eager'}.jsonl")
+    rc, secs, lines = run_logged([sys.executable, "bench.py", *bench_args(), f"--compile={compiled}",
+                                  f"--results_out={out}", *(["--warmup=1"] if compiled and quick else [])],
+                                 timeout, log)
+    got = []
+    if os.path.exists(out):
+        with open(out) as f:
+            got = [json.loads(line) for line in f if line.strip()]
+    rows.extend(got)
+    ext_line = last_line(lines, "ext: unavailable (")
+    why = ext_line.removeprefix("ext: unavailable (").removesuffix(")")
+    why = why.removeprefix("trm: the C++ extension cannot be used: ")
+    n_err = sum("error" in r for r in got)
+    sides = ("; reference only, no extension: " + why if ext_line else
+             "; reference and extension" if last_line(lines, "ext: available") else "")
+    detail = (f"{len(got) - n_err} rows" + (f", {n_err} failed" if n_err else "") + sides
+              + ("; torch.compile" if compiled else "; eager"))
+    return outcome(rc, timeout, lines, last_line(lines, "error:")), detail, secs
+
+
+def part_train(timeout, log):
+    tmp = tempfile.mkdtemp(prefix="device-check-train-")  # its data and checkpoints: nothing in the tree
+    steps = (2 if not cuda else 50) if quick else TRAIN_STEPS
+    args = [f"--device={device}", f"--out_dir={os.path.join(tmp, 'out')}", f"--max_steps={steps}",
+            f"--log_interval={max(1, steps // 12)}"]
+    if quick:
+        args += ["--global_batch_size=16", "--eval_max_examples=16"]
+    try:
+        rc, secs, lines = run_logged([sys.executable, os.path.join(HERE, "train.py"), *args], timeout, log, cwd=tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    progress = [(t, int(m.group(1))) for t, l in lines if (m := re.match(r"step (\d+)/\d+ \|", l))]
+    evals = [l for _, l in lines if l.startswith("eval step")]
+    parts = []
+    if progress:
+        (t0, s0), (t1, s1) = progress[0], progress[-1]
+        if s1 > s0 and t1 > t0:  # from the first progress line on: compilation and data building left out
+            parts.append(f"{s1} steps; {(s1 - s0) / (t1 - t0):.1f} steps/s (steps {s0}-{s1})")
+        else:
+            rate = re.search(r"([\d.]+) steps/s", last_line(lines, "step "))
+            parts.append(f"{s1} steps" + (f"; {rate.group(1)} steps/s (with start-up)" if rate else ""))
+    if evals:
+        acc = re.search(r"exact_accuracy ([\d.]+)", evals[-1])
+        subset = re.search(r"\[subset: (\d+) of", evals[-1])
+        if acc:
+            parts.append(f"test exact accuracy {float(acc.group(1)):.4f}"
+                         + (f" ({subset.group(1)} examples)" if subset else " (the whole test split)"))
+    detail = "; ".join(parts + [f"mini Sudoku, max_steps={steps}"])
+    return outcome(rc, timeout, lines, last_line(lines, "error")), detail, secs
+
+
+def machine_rows():
+    """(name, value) rows that say where the check ran."""
+    if cuda:
+        p = torch.cuda.get_device_properties(device)
+        dev = f"{p.name} ({device}, {p.total_memory / 2**30:.0f} GiB)"
+        driver = ""
+        try:
+            r = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                               capture_output=True, text=True, timeout=20)
+            driver = f", driver {r.stdout.split()[0]}" if r.returncode == 0 and r.stdout.strip() else ""
+        except (OSError, subprocess.SubprocessError):
+            pass
+        cuda_text = f"{torch.version.cuda} (torch's build){driver}"
+    else:
+        model = ""
+        try:
+            with open("/proc/cpuinfo") as f:
+                model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
+        except OSError:
+            pass
+        dev = f"cpu ({model + ', ' if model else ''}{os.cpu_count()} cpus, {torch.get_num_threads()} threads)"
+        cuda_text = (f"no GPU (torch built for CUDA {torch.version.cuda})" if torch.version.cuda
+                     else "none (a CPU build of torch)")
+    return [("device", dev), ("torch", f"{torch.__version__} (Python {sys.version.split()[0]})"),
+            ("CUDA", cuda_text), ("commit", git_commit()),
+            ("settings", f"{str(dtype)[6:]}, " + ("quick=True (tiny sizes)" if quick else "full sizes")
+             + f", budget {device_check_budget} s")]
+
+
+def git_commit():
+    """'abc1234, clean' or 'abc1234, dirty (N tracked files changed)' (read only: no index refresh)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True,
+                              timeout=30)
+        if head.returncode:
+            return "unknown (not a git checkout)"
+        st = subprocess.run(["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=no"],
+                            cwd=HERE, capture_output=True, text=True, timeout=30)
+        n = len(st.stdout.splitlines())
+        return f"{head.stdout.strip()}, " + (f"dirty ({n} tracked files changed)" if n else "clean")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (no git)"
+
+
+def fmt_ms(ms):
+    return f"{ms:.0f}" if ms >= 100 else f"{ms:.1f}" if ms >= 10 else f"{ms:.2f}" if ms >= 1 else f"{ms:.3f}"
+
+
+def bench_cells(rows):
+    """[(what, result text)] of the benchmark rows: per op or step, eager and compiled, each with
+    the reference's and the extension's ms and their ratio."""
+    table = {}
+    for r in rows:
+        table.setdefault((r["what"], r["shape"]), {})[(r["compile"], r["backend"])] = r
+    out = []
+    for (what, shape), got in table.items():
+        runs = []
+        for compiled in (False, True):
+            cells = []
+            for name in ("torch", "ext"):
+                r = got.get((compiled, name))
+                if r is not None:
+                    cells.append(f"{name} error" if "error" in r else f"{name} {fmt_ms(r['ms'])}")
+            if cells:
+                ratio = got.get((compiled, "ext"), {}).get("ref_over_ext")
+                runs.append(f"{'compiled' if compiled else 'eager'}: {', '.join(cells)} ms"
+                            + (f" ({ratio:.2f}x)" if ratio else ""))
+        out.append((f"{what} [{shape}]", "; ".join(runs)))
+    return out
+
+
+def cell(text):
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def run_device_check():
+    t_start = time.perf_counter()
+    out_md = device_check_out
+    os.makedirs(os.path.dirname(os.path.abspath(out_md)), exist_ok=True)
+    log_path = os.path.splitext(out_md)[0] + ".log"
+    scale = device_check_budget / sum(DEVICE_CHECK_PARTS.values())
+    shares = {k: v * scale for k, v in DEVICE_CHECK_PARTS.items()}
+    deadline = t_start + device_check_budget
+    rows_bench = []
+    tmp = tempfile.mkdtemp(prefix="device-check-")
+    parts = [("ext", "1. extension build + check_ext", part_ext),
+             ("tests", "2. CUDA tests (pytest)", part_tests),
+             ("bench", "3a. op and step benchmarks, eager", lambda t, log: part_bench(False, t, log, tmp, rows_bench)),
+             ("bench_compiled", "3b. op and step benchmarks, torch.compile",
+              lambda t, log: part_bench(True, t, log, tmp, rows_bench)),
+             ("train", "4. train mini Sudoku (train.py)", part_train)]
+    results = []
+    print(f"device check: device={device}, {'quick' if quick else 'full'}, at most {device_check_budget} s; "
+          f"log: {log_path}", flush=True)
+    with open(log_path, "w") as log:
+        for i, (key, title, fn) in enumerate(parts):
+            later = sum(shares[k] for k, _, _ in parts[i + 1:])
+            timeout = max(deadline - time.perf_counter() - later, min(30.0, shares[key]))
+            print(f"\n== {title} (at most {timeout:.0f} s)", flush=True)
+            log.write(f"\n== {title}\n")
+            try:
+                status, detail, secs = fn(timeout, log)
+            except Exception as e:  # a bug in the check itself: reported as this part's failure
+                status, detail, secs = f"FAIL: {one_line(e)}", "", 0.0
+            print(f"== {title}: {status}" + (f"; {detail}" if detail else ""), flush=True)
+            results.append((title, status, detail, secs))
+    shutil.rmtree(tmp, ignore_errors=True)
+    failed = [t for t, s, _, _ in results if s.startswith(("FAIL", "TIMEOUT"))]
+    wall = time.perf_counter() - t_start
+    lines = ["| check | status | result | s |", "| --- | --- | --- | --- |"]
+    lines += [f"| {name} | | {cell(value)} | |" for name, value in machine_rows()]
+    for title, status, detail, secs in results:
+        lines.append(f"| {title} | {cell(status)} | {cell(detail)} | {secs:.0f} |")
+        if title.startswith("3b"):
+            lines += [f"| {cell(what)} | | {cell(text)} | |" for what, text in bench_cells(rows_bench)]
+    counts = {s: sum(r[1].startswith(s) for r in results) for s in ("pass", "skipped", "FAIL", "TIMEOUT")}
+    lines.append(f"| total | {'FAIL' if failed else 'PASS'} | "
+                 + ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n) + f" of {len(results)} parts"
+                 + f" | {wall:.0f} |")
+    caption = (f"Device check, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: "
+               f"`python bench.py --device_check=True{' --quick=True' if quick else ''}` "
+               f"(ms: median per call; ratios: reference / extension, > 1 = the extension is faster)")
+    text = caption + "\n\n" + "\n".join(lines) + "\n"
+    with open(out_md, "w") as f:
+        f.write(text)
+    print("\n" + text, flush=True)
+    print(f"written to {out_md} (every part's output: {log_path})", flush=True)
+    if failed:
+        print(f"error: failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if ext_check:
+    raise SystemExit(run_ext_check())
+if device_check:
+    raise SystemExit(run_device_check())
 if prepare:
     bench_prepare()
     raise SystemExit(0)
@@ -442,18 +871,22 @@ for b in names:
         raise SystemExit(f"error: unknown backend {b!r} in --backends: expected 'torch' and/or 'ext'")
 dev_name = torch.cuda.get_device_name(device) if cuda else f"cpu x{torch.get_num_threads()} threads"
 print(f"bench: device={device} ({dev_name})  torch={torch.__version__}  dtype={str(dtype)[6:]}  "
-      f"warmup={warmup} iters={iters} (median)")
+      f"warmup={warmup} iters={iters} (median)" + ("  compile=True" if compile else ""))
 if "ext" in names:
     reason = ext_unavailable_reason()
-    if reason is None:
+    if reason is None and hasattr(ops, "faster_paths"):
         print("ext: available; the faster path of each op here (what TRM_USE_EXT=auto/on picks): "
               + ", ".join(f"{op} {path}" for op, path in ops.faster_paths(ops.load_ext(), device).items()))
+    elif reason is None:
+        print(f"ext: available; TRM_USE_EXT=auto runs the ops here on: {ops.backend(torch.device(device).type)}")
     else:
         print(f"ext: unavailable ({reason})")
         names.remove("ext")
 if cuda:
     copy_gbs = copy_bandwidth()
     print(f"device copy bandwidth: {copy_gbs:.0f} GB/s (1 GiB float32 .copy_, read + write)")
+if compile:
+    first_calls(names)
 print()
 row(*(c for c, _, _ in COLS))
 row(*("-" * w for _, w, _ in COLS))
@@ -470,3 +903,6 @@ if time_halting:
             bench_halting(c.strip())
 for line in timing_lines:
     print("\n" + line)
+if errors:
+    print(f"error: {len(errors)} row(s) failed; the first: {errors[0]}", file=sys.stderr)
+    raise SystemExit(1)

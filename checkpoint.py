@@ -1,6 +1,9 @@
 """
-Files on disk: checkpoints written atomically and read safely, and the output folders each
-script may write into.
+Checkpoints and the folders scripts write into: checkpoints written atomically and read safely;
+recognising what a checkpoint is (ours, or a TRM, HRM or URM reference codebase's, from a path or
+the Hugging Face hub, with the all_config.yaml beside it), its architecture and its weights for a
+model (puzzle-table rows moved by name); and writing ours back in the references' layouts.
+train.py and evaluate.py both read checkpoints through this file.
 
 A training checkpoint (train.py, out_dir/ckpt.pt) is one dict: model, ema, optimizers, step,
 passes_done, data (the train iterator's position), carry (the ACT carry), rng, config,
@@ -13,8 +16,13 @@ import os
 import pickle
 import re
 import time
+from dataclasses import fields
 
 import torch
+
+import data
+from configurator import ConfigError, load_config_file
+from model import TRMConfig
 
 
 def save(obj, path):
@@ -175,6 +183,140 @@ def remap_table(old: torch.Tensor, old_names: list | None, new_names: list) -> t
         new_rows, old_rows = (torch.tensor(x) for x in zip(*pairs))
         table[new_rows] = old[old_rows]
     return table, len(pairs)
+
+
+# -----------------------------------------------------------------------------
+# reading checkpoints: ours or a reference codebase's, what architecture they hold, and their
+# weights for a model (train.py --init_from and evaluate.py both start here)
+
+# the architecture settings (TRMConfig's fields less the sizes, which always come from the dataset)
+SIZES = ("vocab_size", "seq_len", "num_puzzle_identifiers", "forward_dtype")
+ARCH_KEYS = tuple(f.name for f in fields(TRMConfig) if f.name not in SIZES)
+REF_PREFIXES = ("_orig_mod.model.inner.", "model.inner.")  # compiled / uncompiled loss-head wrapper
+LAYOUT = ("L_level.", "H_level.", "layers.")  # block keys of TRM, HRM (both) and URM
+
+
+def read_checkpoint(path: str, trust: bool = False) -> tuple[str, dict]:
+    """('ours', checkpoint dict) or ('reference', state dict without its prefix); SystemExit
+    naming the file when it is neither (or needs full unpickling and trust is off)."""
+    obj = load(path, map_location="cpu", trust=trust)
+    if isinstance(obj, dict) and "model" in obj and "model_config" in obj:
+        return "ours", obj
+    if isinstance(obj, dict) and isinstance(obj.get("model_state_dict"), dict):  # URM's training script
+        obj = obj["model_state_dict"]
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        for prefix in REF_PREFIXES + ("",):  # compiled, uncompiled, or keys already bare
+            if all(k.startswith(prefix) for k in obj) and (prefix or any(k.startswith(LAYOUT) for k in obj)):
+                return "reference", {k[len(prefix):]: v for k, v in obj.items()}
+        bad = next(k for k in obj if not k.startswith(REF_PREFIXES))
+        raise SystemExit(f"error: {path}: a state dict, but key {bad!r} has neither reference prefix "
+                         f"({' or '.join(REF_PREFIXES)})")
+    what = f"a dict with keys {sorted(obj)[:8]}" if isinstance(obj, dict) else f"a {type(obj).__name__}"
+    raise SystemExit(f"error: {path}: not a checkpoint (ours holds 'model' and 'model_config'; the "
+                     f"reference's is a state dict of tensors): found {what}")
+
+
+def load_weights(model: torch.nn.Module, state: dict, path: str):
+    """Load a state dict strictly, except that a puzzle table of another size is replaced by the
+    mean of its rows (REFERENCE.md §6), with a warning; mismatches are listed in one error."""
+    state = dict(state)
+    own = model.state_dict()
+    table = "puzzle_emb.weights"
+    if table in state and table in own and state[table].shape != own[table].shape:
+        if state[table].shape[1:] != own[table].shape[1:]:
+            raise SystemExit(f"error: {path}: puzzle table width {state[table].shape[1]} != model's {own[table].shape[1]}")
+        print(f"warning: {path}: the puzzle table has {state[table].shape[0]} rows and the dataset "
+              f"{own[table].shape[0]} identifiers; using the mean of the loaded rows for every one")
+        state[table] = state[table].mean(0, keepdim=True).expand_as(own[table]).clone()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = [f"missing {missing}" if missing else "", f"unexpected {unexpected}" if unexpected else "",
+                 f"shape (checkpoint vs model) {shapes}" if shapes else ""]
+        raise SystemExit(f"error: {path} does not fit the model: " + "; ".join(p for p in parts if p))
+    model.load_state_dict(state)
+
+
+def model_settings(kind: str, ck: dict, settings: dict, path: str) -> dict:
+    """The architecture settings of a checkpoint at path. Ours carries them. A reference
+    checkpoint's come from the all_config.yaml beside it (the reference writes one), then
+    --config, then the settings given, and its arch from its key layout."""
+    if kind == "ours":
+        return dict(ck["model_config"])
+    ref = reference_config(path)
+    cfg = {k: v for k, v in (ref["model"] if ref else {}).items() if k in ARCH_KEYS}
+    try:
+        recipe = load_config_file(settings["config"]) if settings.get("config") else {}
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}")
+    cfg.update({k: v for k, v in recipe.items() if k in ARCH_KEYS})
+    cfg.update({k: settings[k] for k in ARCH_KEYS if settings.get(k) is not None and k != "halt_max_steps"})
+    if settings.get("arch") is None and not ref:
+        cfg["arch"] = ("hrm" if any(k.startswith("H_level.") for k in ck)
+                       else "urm" if any(k.startswith("layers.") for k in ck) else "trm")
+    return cfg
+
+
+def trained_identifiers(kind: str, ck: dict, path: str, given: str = "") -> list[str] | None:
+    """The names of a checkpoint's puzzle-table rows: from `given` (an identifiers.json), ours
+    keeps them (older ones: its dataset's identifiers.json), a reference checkpoint's come from the
+    dataset its all_config.yaml names. None when they cannot be found."""
+    if given:
+        return data.read_identifiers(os.path.dirname(os.path.abspath(given)))
+    if kind == "ours":
+        return ck.get("identifiers") or data.read_identifiers(ck["config"]["data_dir"].split(",")[0])
+    ref = reference_config(path)
+    return data.read_identifiers(ref["data_paths"][0]) if ref and ref["data_paths"] else None
+
+
+def weights_for(kind: str, ck: dict, path: str, names: list | None, use_ema: bool = True, given: str = ""):
+    """The state dict to load from a checkpoint into a model for a dataset whose puzzle names
+    are `names` (the EMA weights of ours when use_ema): puzzle-table rows follow their names, a
+    puzzle the checkpoint never saw gets the mean of its rows. Returns (state, a line saying
+    what happened to the table, or None)."""
+    state = dict(ck["model"]) if kind == "ours" else dict(ck)
+    if kind == "ours" and use_ema and ck.get("ema") is not None:
+        state.update(ck["ema"])  # the averaged parameters, by name
+    table = state.get("puzzle_emb.weights")
+    old = trained_identifiers(kind, ck, path, given)
+    if table is None or names is None or (old is None and len(table) == len(names)) or old == names:
+        return state, None  # nothing to move (or nothing known to move by: index order, as the reference)
+    state["puzzle_emb.weights"], kept = remap_table(table.float(), old, names)
+    return state, (f"puzzle table: {kept} of {len(names)} rows by name from the checkpoint's {len(table)}, "
+                   f"the others their mean" + ("" if old is not None else " (the names it was trained on are unknown)"))
+
+
+
+# the settings that shape the network: a checkpoint to start from fixes them (every other
+# architecture setting, halt_max_steps or loss_type say, may be given anew for the new run)
+SHAPE_KEYS = ("arch", "hidden_size", "num_heads", "expansion", "L_layers", "H_layers", "H_cycles", "L_cycles",
+              "puzzle_emb_ndim", "puzzle_emb_len", "pos_encodings", "mlp_t", "mlp_kind", "conv_dtype")
+
+
+def start_from(path: str, settings: dict, given, trust: bool = False) -> dict:
+    """The checkpoint a new training run starts from (train.py --init_from): {'kind', 'model'
+    (its architecture settings), 'ck' (its contents), 'path' (the local file)}. settings are the
+    run's, given the names a config file or the command line set. A given setting that would
+    change the network's shape is an error; one that changes its behaviour (halt_max_steps,
+    loss_type, ...) is used instead of the checkpoint's."""
+    local = resolve(path)
+    kind, ck = read_checkpoint(local, trust)
+    ref = reference_config(local) if kind == "reference" else None
+    defaults = {k: getattr(TRMConfig, k) for k in ARCH_KEYS}
+    if kind == "ours" or ref is not None:  # the checkpoint says what it is
+        arch = {**defaults, **{k: v for k, v in (ck["model_config"] if kind == "ours" else ref["model"]).items()
+                               if k in ARCH_KEYS}}
+        clash = {k: (settings[k], arch[k]) for k in given if k in SHAPE_KEYS and settings[k] != arch[k]}
+        if clash:
+            raise SystemExit(f"error: {path} has another architecture than these settings "
+                             f"(setting: given, checkpoint's): {clash}; leave them out to use the checkpoint's")
+        arch.update({k: settings[k] for k in given if k in ARCH_KEYS})
+    else:  # a bare reference state dict: the settings describe it, its keys tell the arch
+        arch = {**defaults, **model_settings(kind, ck, {**{k: settings[k] for k in given if k in ARCH_KEYS},
+                                                       "config": ""}, local)}
+    return {"kind": kind, "model": arch, "ck": ck, "path": local}
 
 
 # -----------------------------------------------------------------------------

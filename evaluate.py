@@ -38,15 +38,16 @@ import math
 import os
 import time
 from collections import Counter
-from dataclasses import asdict, fields
+from dataclasses import asdict
 
 import numpy as np
 import torch
 
 import checkpoint
+import ops
 import report
 import runtime
-from configurator import ConfigError, configure, load_config_file
+from configurator import configure
 from data import IGNORE_LABEL_ID, PuzzleDataset, inverse_dihedral, read_identifiers
 from model import TRM, TRMConfig
 
@@ -85,11 +86,7 @@ ddp_timeout = 300          # torchrun: seconds a collective waits for the other 
 # architecture of a reference checkpoint: every TRMConfig field (hidden_size, L_cycles, ...) is a
 # setting too, None unless given (--config's value, else TRMConfig's default; arch None: read
 # from the checkpoint's key layout). The sizes (vocab_size, ...) always come from the dataset.
-SIZES = ("vocab_size", "seq_len", "num_puzzle_identifiers", "forward_dtype")
-ARCH_KEYS = tuple(f.name for f in fields(TRMConfig) if f.name not in SIZES)
-globals().update({k: None for k in ARCH_KEYS if k != "halt_max_steps"})
-REF_PREFIXES = ("_orig_mod.model.inner.", "model.inner.")
-LAYOUT = ("L_level.", "H_level.", "layers.")  # block keys of TRM, HRM (both) and URM
+globals().update({k: None for k in checkpoint.ARCH_KEYS if k != "halt_max_steps"})
 # -----------------------------------------------------------------------------
 
 
@@ -542,104 +539,12 @@ def pass_at_1_2(arc: ARCEvaluator) -> dict:
     return {"pass@1": m["pass@1"], "pass@2": m["pass@2"]}
 
 
-# loading checkpoints -----------------------------------------------------------
-
-def read_checkpoint(path: str, trust: bool = False) -> tuple[str, dict]:
-    """('ours', checkpoint dict) or ('reference', state dict without its prefix); SystemExit
-    naming the file when it is neither (or needs full unpickling and trust is off)."""
-    obj = checkpoint.load(path, map_location="cpu", trust=trust)
-    if isinstance(obj, dict) and "model" in obj and "model_config" in obj:
-        return "ours", obj
-    if isinstance(obj, dict) and isinstance(obj.get("model_state_dict"), dict):  # URM's training script
-        obj = obj["model_state_dict"]
-    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        for prefix in REF_PREFIXES + ("",):  # compiled, uncompiled, or keys already bare
-            if all(k.startswith(prefix) for k in obj) and (prefix or any(k.startswith(LAYOUT) for k in obj)):
-                return "reference", {k[len(prefix):]: v for k, v in obj.items()}
-        bad = next(k for k in obj if not k.startswith(REF_PREFIXES))
-        raise SystemExit(f"error: {path}: a state dict, but key {bad!r} has neither reference prefix "
-                         f"({' or '.join(REF_PREFIXES)})")
-    what = f"a dict with keys {sorted(obj)[:8]}" if isinstance(obj, dict) else f"a {type(obj).__name__}"
-    raise SystemExit(f"error: {path}: not a checkpoint (ours holds 'model' and 'model_config'; the "
-                     f"reference's is a state dict of tensors): found {what}")
-
-
-def load_weights(model: TRM, state: dict, path: str):
-    """Load a state dict strictly, except that a puzzle table of another size is replaced by the
-    mean of its rows (REFERENCE.md §6), with a warning; mismatches are listed in one error."""
-    state = dict(state)
-    own = model.state_dict()
-    table = "puzzle_emb.weights"
-    if table in state and table in own and state[table].shape != own[table].shape:
-        if state[table].shape[1:] != own[table].shape[1:]:
-            raise SystemExit(f"error: {path}: puzzle table width {state[table].shape[1]} != model's {own[table].shape[1]}")
-        print(f"warning: {path}: the puzzle table has {state[table].shape[0]} rows and the dataset "
-              f"{own[table].shape[0]} identifiers; using the mean of the loaded rows for every one")
-        state[table] = state[table].mean(0, keepdim=True).expand_as(own[table]).clone()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
-              if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        parts = [f"missing {missing}" if missing else "", f"unexpected {unexpected}" if unexpected else "",
-                 f"shape (checkpoint vs model) {shapes}" if shapes else ""]
-        raise SystemExit(f"error: {path} does not fit the model: " + "; ".join(p for p in parts if p))
-    model.load_state_dict(state)
-
-
-def model_settings(kind: str, ck: dict, settings: dict, path: str) -> dict:
-    """The architecture settings of a checkpoint at path. Ours carries them. A reference
-    checkpoint's come from the all_config.yaml beside it (the reference writes one), then
-    --config, then the settings given, and its arch from its key layout."""
-    if kind == "ours":
-        return dict(ck["model_config"])
-    ref = checkpoint.reference_config(path)
-    cfg = {k: v for k, v in (ref["model"] if ref else {}).items() if k in ARCH_KEYS}
-    try:
-        recipe = load_config_file(settings["config"]) if settings.get("config") else {}
-    except ConfigError as e:
-        raise SystemExit(f"error: {e}")
-    cfg.update({k: v for k, v in recipe.items() if k in ARCH_KEYS})
-    cfg.update({k: settings[k] for k in ARCH_KEYS if settings.get(k) is not None and k != "halt_max_steps"})
-    if settings.get("arch") is None and not ref:
-        cfg["arch"] = ("hrm" if any(k.startswith("H_level.") for k in ck)
-                       else "urm" if any(k.startswith("layers.") for k in ck) else "trm")
-    return cfg
-
-
-def trained_identifiers(kind: str, ck: dict, path: str, given: str = "") -> list[str] | None:
-    """The names of a checkpoint's puzzle-table rows: from `given` (an identifiers.json), ours
-    keeps them (older ones: its dataset's identifiers.json), a reference checkpoint's come from the
-    dataset its all_config.yaml names. None when they cannot be found."""
-    if given:
-        return read_identifiers(os.path.dirname(os.path.abspath(given)))
-    if kind == "ours":
-        return ck.get("identifiers") or read_identifiers(ck["config"]["data_dir"].split(",")[0])
-    ref = checkpoint.reference_config(path)
-    return read_identifiers(ref["data_paths"][0]) if ref and ref["data_paths"] else None
-
-
-def weights_for(kind: str, ck: dict, path: str, names: list | None, use_ema: bool = True, given: str = ""):
-    """The state dict to load from a checkpoint into a model for a dataset whose puzzle names
-    are `names` (the EMA weights of ours when use_ema): puzzle-table rows follow their names, a
-    puzzle the checkpoint never saw gets the mean of its rows. Returns (state, a line saying
-    what happened to the table, or None)."""
-    state = dict(ck["model"]) if kind == "ours" else dict(ck)
-    if kind == "ours" and use_ema and ck.get("ema") is not None:
-        state.update(ck["ema"])  # the averaged parameters, by name
-    table = state.get("puzzle_emb.weights")
-    old = trained_identifiers(kind, ck, path, given)
-    if table is None or names is None or (old is None and len(table) == len(names)) or old == names:
-        return state, None  # nothing to move (or nothing known to move by: index order, as the reference)
-    state["puzzle_emb.weights"], kept = checkpoint.remap_table(table.float(), old, names)
-    return state, (f"puzzle table: {kept} of {len(names)} rows by name from the checkpoint's {len(table)}, "
-                   f"the others their mean" + ("" if old is not None else " (the names it was trained on are unknown)"))
-
+# building the model of a checkpoint ---------------------------------------------
 
 def build_model(kind: str, ck: dict, meta, settings: dict, dev: str, fdtype: str, names=None) -> tuple[TRM, dict]:
     """The model of a checkpoint with its weights (EMA when asked and present), for a dataset
     whose puzzle names are `names`."""
-    cfg = model_settings(kind, ck, settings, settings["ckpt"])
+    cfg = checkpoint.model_settings(kind, ck, settings, settings["ckpt"])
     cfg.update(vocab_size=meta.vocab_size, seq_len=meta.seq_len, num_puzzle_identifiers=meta.num_puzzle_identifiers,
                forward_dtype=fdtype, halt_exploration_prob=0.0)
     if settings["halt_max_steps"]:
@@ -649,10 +554,10 @@ def build_model(kind: str, ck: dict, meta, settings: dict, dev: str, fdtype: str
     except (TypeError, ValueError) as e:
         raise SystemExit(f"error: model settings {cfg}: {e}")
     cfg = asdict(model.cfg)  # every setting, defaults included
-    state, moved = weights_for(kind, ck, settings["ckpt"], names, settings["use_ema"])
+    state, moved = checkpoint.weights_for(kind, ck, settings["ckpt"], names, settings["use_ema"])
     if moved:
         print(moved)
-    load_weights(model, state, settings["ckpt"])
+    checkpoint.load_weights(model, state, settings["ckpt"])
     return model, cfg
 
 
@@ -680,7 +585,7 @@ def main(argv=None):
     rt = runtime.setup(s["device"], s["dtype"], s["ddp_timeout"])
 
     s["ckpt"] = checkpoint.resolve(s["ckpt"])  # hf:OWNER/REPO/PATH: downloaded into the hub's cache
-    kind, ck = read_checkpoint(s["ckpt"], s["trust_checkpoint"])
+    kind, ck = checkpoint.read_checkpoint(s["ckpt"], s["trust_checkpoint"])
     data_dir = s["data"]
     if not data_dir:
         if kind != "ours":
@@ -711,6 +616,8 @@ def main(argv=None):
            f"{cfg['halt_max_steps']} ACT steps, halting={s['halting']}) on {data_dir} ({dkind}), device "
            f"{rt.device}, {rt.dtype}, batch {batch}" + (f", {rt.world_size} ranks" if rt.ddp else "") + note)
 
+    paths = rt.op_paths()  # each op's path for the whole run, the same on every rank (report.json: op_paths)
+    rt.log(f"ops on {rt.device_type}: " + ", ".join(f"{op} {paths[op]}" for op in ops.OPS))
     if rt.device_type == "cuda":
         torch.cuda.reset_peak_memory_stats(rt.device)
     t0 = time.time()
@@ -743,7 +650,7 @@ def export_checkpoint(s: dict) -> dict:
         raise SystemExit(f"error: export must be 'reference', got {s['export']!r}")
     if not s["out"]:
         raise SystemExit("error: --export needs --out=PATH (the file to write; all_config.yaml goes beside it)")
-    kind, ck = read_checkpoint(checkpoint.resolve(s["ckpt"]), s["trust_checkpoint"])
+    kind, ck = checkpoint.read_checkpoint(checkpoint.resolve(s["ckpt"]), s["trust_checkpoint"])
     if kind != "ours":
         raise SystemExit(f"error: {s['ckpt']} is already a reference checkpoint")
     folder = os.path.dirname(os.path.abspath(s["out"]))
@@ -775,6 +682,7 @@ def run_evaluation(model, test_data, arc, s, rt, note) -> dict:
             arc.gather(rt)
         return res
     depth_arcs = [empty_pool(arc) for _ in range(model.cfg.halt_max_steps)] if arc is not None else None
+    warm_up(model, test_data, rt.device)
     fixed = evaluate_split(model, test_data, rt.device, trace=trace, trace_unsolved=s["trace_unsolved"],
                            reduce=reduce, depth_arcs=depth_arcs, timed=True, progress=bar and f"{bar}, every fixed depth")
     res = evaluate_split(model, test_data, rt.device, arc=arc, reduce=reduce, halt_on_q=True,
@@ -785,6 +693,25 @@ def run_evaluation(model, test_data, arc, s, rt, note) -> dict:
     if rt.master:
         res["compute"] = compute_table(fixed, res, depth_arcs, arc)
     return res
+
+
+def warm_up(model, dataset: PuzzleDataset, device) -> None:
+    """One batch of the split through both kinds of evaluation, untimed and unrecorded, before
+    the compute table's two timed passes: the first forward calls of a process pay for lazy
+    initialisation, the allocator's first requests and kernel selection, and without this the
+    pass that runs first (every fixed depth) would pay them alone."""
+    first = next(dataset.iter_test(), None)
+    if first is None:
+        return
+    batch = {k: v.to(device) for k, v in first[1].items()}
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for halt_on_q in (False, True):
+            model.solve(batch, halt_on_q=halt_on_q)
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+    model.train(was_training)
 
 
 def empty_pool(arc: ARCEvaluator) -> ARCEvaluator:

@@ -125,7 +125,8 @@ class Muon(torch.optim.Optimizer):
         buf = mu * buf + g;  n = g + mu * buf          (Nesterov)
         X = newton_schulz(n)                           (float32)
         p *= 1 - lr * wd;  p -= lr * 0.2 * sqrt(max(rows, cols)) * X
-    AdamW step, per parameter at its step t = 1, 2, ... (betas 0.9 / 0.95, eps 1e-8):
+    AdamW step, per parameter at its step t = 1, 2, ... (betas: train.py's beta1 / beta2, default
+    0.9 / 0.95; eps 1e-8):
         m = b1 * m + (1 - b1) * g;  v = b2 * v + (1 - b2) * g^2
         p *= 1 - lr * wd;  p -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (eps + sqrt(v))
     weight_decay applies to both groups. URM hard-codes 0.1 for both, ignoring its config value;
@@ -285,8 +286,9 @@ def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, min_ra
 class EMA:
     """
     Exponential moving average of a model's trainable parameters (buffers, such as the puzzle
-    table, are not averaged). Evaluation and saved checkpoints use the averaged weights, written
-    into a copy of the model with copy_to.
+    table, are not averaged). Evaluation during training runs the averaged weights inside
+    swapped_in; checkpoints keep them beside the raw ones (state_dict); copy_to writes them into
+    another model of the same architecture.
     """
 
     def __init__(self, model, decay=0.999):
@@ -381,7 +383,7 @@ def make_optimizers(model, optimizer="adam_atan2", lr=1e-4, beta1=0.9, beta2=0.9
     if optimizer == "adam_atan2":
         optimizers = [AdamATan2(model.parameters(), lr=lr, betas=(beta1, beta2), weight_decay=weight_decay)]
     elif optimizer == "muon":
-        optimizers = [Muon(model.parameters(), lr=lr, weight_decay=weight_decay)]
+        optimizers = [Muon(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(beta1, beta2))]
     else:
         raise ValueError(f"optimizer must be 'adam_atan2' or 'muon', got {optimizer!r}")
     base_lrs = [lr]

@@ -26,6 +26,8 @@ import time
 
 import torch
 
+import ops
+
 # ARC colours 0-9 (the palette of the ARC testing interface)
 PALETTE = ["#000000", "#0074D9", "#FF4136", "#2ECC40", "#FFDC00",
            "#AAAAAA", "#F012BE", "#FF851B", "#7FDBFF", "#870C25"]
@@ -441,7 +443,7 @@ def provenance(s: dict, kind: str, data_dir: str, model_config: dict, rt, wall: 
         "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
         "device": (torch.cuda.get_device_name(dev) if rt.device_type == "cuda"
                    else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"),
-        "dtype": rt.dtype, "model_config": model_config, "settings": {k: v for k, v in s.items() if v is not None},
+        "dtype": rt.dtype, "op_paths": ops.op_paths(rt.device_type), "model_config": model_config, "settings": {k: v for k, v in s.items() if v is not None},
         "wall_s": round(wall, 3), "examples_per_s": round(n_examples / max(wall, 1e-9), 2),
         "peak_memory_mb": round(peak, 1), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 

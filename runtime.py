@@ -7,7 +7,18 @@ Under torchrun (RANK is set) the backend is NCCL on CUDA and gloo on the CPU. A 
 hangs makes the others' next collective fail after ddp_timeout seconds; that failure ends the
 process with one line instead of a traceback (the process group is broken by then, so there is
 nothing to clean up).
+
+A run that finished ends with close() on every rank: a last barrier (every rank through the same
+last collective, none outstanding), then destroy_process_group, which stops the backend's threads
+(gloo's workers and its socket loop, NCCL's watchdog) while the interpreter is whole. Any other way
+out after setup (an error, SystemExit) destroys the group at exit, without the barrier. A backend
+thread still alive when Python finalizes may abort the process ('terminate called without an
+active exception', SIGABRT) after its work is done: a gloo worker that drops the last reference to
+a finished collective's tensors needs the GIL, which finalization no longer hands out, and the
+thread is unwound out of a noexcept destructor.
 """
+import atexit
+import importlib
 import os
 import sys
 from dataclasses import dataclass
@@ -15,6 +26,8 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+
+import ops
 
 
 @dataclass
@@ -52,12 +65,33 @@ class Runtime:
         if self.ddp:
             dist.broadcast(t, src=src)
 
+    def op_paths(self) -> dict:
+        """ops.op_paths for this run's device type, decided once and the same on every rank: an
+        op runs on the csrc/ extension only where every rank can run it there (a rank whose
+        extension failed to build or check takes the others to the reference, imposed with
+        ops.set_op_paths)."""
+        paths = ops.op_paths(self.device_type)
+        if self.ddp:
+            can = torch.tensor([paths[op] == "ext" for op in ops.OPS], dtype=torch.int32,
+                               device=self.device if self.device_type == "cuda" else "cpu")
+            dist.all_reduce(can, op=dist.ReduceOp.MIN)
+            agreed = {op: "ext" if c else "torch" for op, c in zip(ops.OPS, can.tolist())}
+            if any(agreed[op] != paths[op] for op in ops.OPS):
+                ops.set_op_paths(self.device_type, agreed)
+                paths = ops.op_paths(self.device_type)
+        return paths
+
     def barrier(self):
         if self.ddp:
-            dist.barrier()
+            # NCCL: on this rank's GPU (without device_ids it guesses one from the rank)
+            dist.barrier(device_ids=[torch.device(self.device).index] if self.device_type == "cuda" else None)
 
     def close(self):
+        """The end of a run that finished, on every rank: all ranks meet at a last barrier, so no
+        collective is outstanding anywhere and no rank leaves while another still talks to it;
+        then the process group is destroyed, its threads stopped and joined."""
         if self.ddp and dist.is_initialized():
+            self.barrier()
             dist.destroy_process_group()
 
 
@@ -84,13 +118,31 @@ def setup(device: str = "auto", dtype: str = "auto", ddp_timeout: int = 300) -> 
         if device_type == "cuda":
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
             torch.cuda.set_device(device)
+        # before the group exists: torch.distributed.nn's functions take group=group.WORLD as a
+        # default argument, evaluated when it is imported, and torch imports it lazily (building
+        # a torch.optim optimizer does, through torch._dynamo). Imported after
+        # init_process_group, ten function defaults would hold the default group for good, so
+        # that destroy_process_group could not free it: its threads would outlive the interpreter.
+        importlib.import_module("torch.distributed.nn")
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo",
                                 timeout=timedelta(seconds=ddp_timeout))
         sys.excepthook = _collective_failed_hook(rank, ddp_timeout)
+        atexit.register(_destroy_at_exit)
     if device_type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     return Runtime(device=device, device_type=device_type, dtype=dtype, ddp=ddp, rank=rank, world_size=world_size)
+
+
+def _destroy_at_exit():
+    """Any way out after setup that did not pass close(): destroy the group before Python
+    finalizes (atexit runs first), without a barrier, since the other ranks may be anywhere. The
+    process already fails; a group too broken to destroy adds nothing to say."""
+    if dist.is_initialized():
+        try:
+            dist.destroy_process_group()
+        except Exception:
+            pass
 
 
 def _collective_failed_hook(rank: int, timeout: int):

@@ -22,11 +22,11 @@ from dataclasses import asdict
 import torch
 
 import checkpoint
+import ops
 import report
 import runtime
 from data import PuzzleDataset, read_identifiers
-from evaluate import (ARCH_KEYS, ARCEvaluator, evaluate_split, load_weights, model_settings, read_checkpoint,
-                      is_arc_dataset, subset_tasks, weights_for)
+from evaluate import ARCEvaluator, evaluate_split, is_arc_dataset, subset_tasks
 from model import TRM, Carry, TRMConfig
 from optim import EMA, lr_at, make_optimizers, train_step
 
@@ -105,37 +105,6 @@ config = {k: v for k, v in globals().items()
 EMBEDDED_DATA = {"data/sudoku-mini": "prepare_sudoku", "data/arc-mini": "prepare_arc"}
 # -----------------------------------------------------------------------------
 
-# starting from another checkpoint (init_from) ---------------------------------------------
-
-# the settings that shape the network: a checkpoint to start from fixes them
-SHAPE_KEYS = ("arch", "hidden_size", "num_heads", "expansion", "L_layers", "H_layers", "H_cycles", "L_cycles",
-              "puzzle_emb_ndim", "puzzle_emb_len", "pos_encodings", "mlp_t", "mlp_kind", "conv_dtype",
-              "rms_norm_eps", "rope_theta")
-
-
-def start_from(path, settings, given, log):
-    """The checkpoint a new run starts from: {'kind', 'model' (its architecture settings), 'ck'
-    (its contents), 'path' (the local file)}. A setting given for this run that would change the
-    network's shape is an error; one that changes its behaviour (halt_max_steps, loss_type, ...)
-    is used instead of the checkpoint's."""
-    local = checkpoint.resolve(path)
-    kind, ck = read_checkpoint(local, trust_checkpoint)
-    ref = checkpoint.reference_config(local) if kind == "reference" else None
-    defaults = {f: getattr(TRMConfig, f) for f in ARCH_KEYS}
-    if kind == "ours" or ref is not None:  # the checkpoint says what it is
-        arch = {**defaults, **{k: v for k, v in (ck["model_config"] if kind == "ours" else ref["model"]).items()
-                               if k in ARCH_KEYS}}
-        clash = {k: (settings[k], arch[k]) for k in given if k in SHAPE_KEYS and settings[k] != arch[k]}
-        if clash:
-            raise SystemExit(f"error: {path} has another architecture than these settings "
-                             f"(setting: given, checkpoint's): {clash}; leave them out to use the checkpoint's")
-        arch.update({k: settings[k] for k in given if k in ARCH_KEYS})
-    else:  # a bare reference state dict: the settings describe it, its keys tell the arch
-        arch = {**defaults, **model_settings(kind, ck, {**{k: settings[k] for k in given if k in ARCH_KEYS},
-                                                       "config": ""}, local)}
-    return {"kind": kind, "model": arch, "ck": ck, "path": local}
-
-
 # where this runs: device, dtype, torchrun (plain all_reduce rather than DDP, because the
 # puzzle-embedding table is a buffer updated by its own sparse optimiser, outside DDP's reach)
 _, rank, world_size = runtime.world()
@@ -204,7 +173,7 @@ total_passes = epochs // eval_interval
 # model and optimisers ---------------------------------------------------------
 init = None
 if init_from not in ("scratch", "resume"):  # a checkpoint to start from: its architecture decides
-    init = start_from(init_from, config, _given, log)
+    init = checkpoint.start_from(init_from, config, _given, trust_checkpoint)
     config.update(init["model"])
 try:  # an impossible combination of settings (say, URM with mlp_t) is one line, exit 1
     model_cfg = TRMConfig.from_settings(config, vocab_size=meta.vocab_size, seq_len=meta.seq_len,
@@ -216,8 +185,8 @@ except ValueError as e:
 for t in list(model.parameters()) + list(model.buffers()):  # every rank starts from rank 0's weights
     rt.broadcast(t.data)
 if init is not None:  # its weights; puzzle-table rows move with their puzzles' names, new puzzles get the mean
-    state, moved = weights_for(init["kind"], init["ck"], init["path"], identifiers, given=init_identifiers)
-    load_weights(model, state, init_from)
+    state, moved = checkpoint.weights_for(init["kind"], init["ck"], init["path"], identifiers, given=init_identifiers)
+    checkpoint.load_weights(model, state, init_from)
     log(f"started from {init_from} ({init['kind']} checkpoint), with fresh optimisers and schedule"
         + (f"; {moved}" if moved else ""))
     del init, state
@@ -241,6 +210,8 @@ if init_from == "resume":
     if ema_model is not None and ck["ema"] is not None:
         ema_model.load_state_dict(ck["ema"])
     step, passes_done, best = ck["step"], ck["passes_done"], ck.get("best")
+    if ck.get("op_paths"):  # each op keeps the path it ran on (TRM_USE_EXT still overrides)
+        ops.set_op_paths(ck["op_paths"]["device_type"], ck["op_paths"])
     train_data.load_state_dict(ck["data"])
     # the carry is saved for the global batch: each rank takes its rows, so a run resumes on any
     # number of ranks
@@ -262,6 +233,11 @@ if init_from == "resume":
     log(f"resumed from {ckpt_path} at step {step}" + (f" (saved by {saved_ranks} ranks, now {world_size})"
                                                      if saved_ranks != world_size else ""))
 
+# each op's path (csrc/ extension or PyTorch reference), decided once for the whole run, the same
+# on every rank, and recorded in every checkpoint
+op_paths = rt.op_paths()
+log(f"ops on {rt.device_type}: " + ", ".join(f"{op} {op_paths[op]}" for op in ops.OPS)
+    + f" ({op_paths['source']}; extension check: {op_paths['ext_check']})")
 if compile:
     log("compiling the recursion with torch.compile ...")
     model.recurse = torch.compile(model.recurse)
@@ -379,6 +355,7 @@ def save(metrics=None):
         "metrics": metrics,
         "identifiers": identifiers,
         "best": best,
+        "op_paths": op_paths,
     }, ckpt_path)
     if metrics is not None:  # an evaluation's checkpoint
         keep_history(improved)

@@ -48,24 +48,80 @@ def arc1_tasks():
     return {"training": train, "evaluation": evaluation}
 
 
-def assert_preds_match(preds, ref_preds, ref_logits, atol=1e-4, rtol=1e-4, what=""):
-    """Predictions equal the reference's wherever its answer is clear. At a position where the
-    reference's two best logits lie within the logits tolerance of each other, the argmax is a
-    tie up to float32 rounding, which another torch build may break the other way: only there may
-    the predictions differ. Returns (and prints) how many such positions were allowed."""
-    import torch
-    preds, ref_preds, ref_logits = preds.cpu(), ref_preds.cpu(), ref_logits.float().cpu()
+# Near-ties. A reference prediction is the argmax of its logits; where its two best logits lie
+# within the logits tolerance of each other, float32 rounding (another torch build, another CPU)
+# may break the tie the other way. assert_preds_match excuses a differing prediction only there,
+# only when our token is the reference's runner-up, and at most NEAR_TIE_CAP such positions per
+# comparison (one call: one ACT step of one batch). Measured over all 40 comparisons against
+# tests/reference (test_model.py, test_variants.py, test_evaluate.py): torch 2.13.0 CPU and torch
+# 2.14.1 (+cu130 build, on CPU) both need 0 in every comparison, TRM, HRM and URM alike (their
+# logits equal the fixtures' bit for bit there). The cap is that 0 plus a margin: the most
+# near-ties of a float32-rounding size (lead < 1e-5) in any one fixture comparison is 4 (arc_rope,
+# last step: two positions in each of its two identical padding rows), so a build that breaks all
+# of those still passes; anything beyond is a real difference. The summary lists every count.
+NEAR_TIE_CAP = 4
+NEAR_TIES = []  # one record per comparison, for the terminal summary (pytest_terminal_summary)
+
+
+def _record(what, excused, cap):
+    test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
+    NEAR_TIES.append({"test": test, "what": what, "excused": excused, "cap": cap, "excluded_rows": None})
+    return NEAR_TIES[-1]
+
+
+def assert_preds_match(preds, ref_preds, ref_logits, atol=1e-4, rtol=1e-4, what="", cap=None):
+    """Predictions [..., L] equal the reference's, except at near-ties: a position may differ only
+    where our token is the reference's runner-up (its best logit other than the reference's
+    prediction) and the reference's two best logits lie within atol + rtol * |best| of each other,
+    and there may be at most `cap` (default NEAR_TIE_CAP) such positions. Returns the bool mask of
+    the excused positions; records their number for the terminal summary."""
+    cap = NEAR_TIE_CAP if cap is None else cap
+    preds, ref_preds, ref_logits = preds.cpu().long(), ref_preds.cpu().long(), ref_logits.float().cpu()
+    assert preds.shape == ref_preds.shape == ref_logits.shape[:-1], (what, preds.shape, ref_preds.shape)
     differ = preds != ref_preds
-    if not differ.any():
-        return 0
-    top2 = ref_logits.topk(2, dim=-1).values
-    gap = top2[..., 0] - top2[..., 1]
-    tie = gap <= atol + rtol * top2[..., 0].abs()
-    clear = differ & ~tie
-    assert not clear.any(), (f"{what}: {int(clear.sum())} predictions differ where the reference's best "
-                             f"logit leads by more than the tolerance (smallest such lead "
-                             f"{gap[clear].min().item():.3g})")
-    n = int(differ.sum())
-    print(f"{what}: allowed {n} differing prediction(s) at near-ties of the reference's logits "
-          f"(lead <= {atol:g} + {rtol:g} * |logit|)")
-    return n
+    best = ref_logits.gather(-1, ref_preds[..., None])[..., 0]
+    others = ref_logits.scatter(-1, ref_preds[..., None], float("-inf"))
+    second, runner_up = others.max(-1)
+    gap = best - second
+    tie = gap <= atol + rtol * best.abs()
+    excused = differ & tie & (preds == runner_up)
+    not_tie, not_runner = differ & ~tie, differ & tie & (preds != runner_up)
+    n = int(excused.sum())
+    record = _record(what, n, cap)
+    record["bad"] = int(not_tie.sum() + not_runner.sum())
+    assert not not_tie.any(), (f"{what}: {int(not_tie.sum())} prediction(s) differ where the reference's best "
+                               f"logit leads by more than the tolerance (smallest such lead "
+                               f"{gap[not_tie].min().item():.3g}; {n} near-tie(s) besides)")
+    assert not not_runner.any(), (f"{what}: {int(not_runner.sum())} prediction(s) at a near-tie are not the "
+                                  f"reference's runner-up token")
+    assert n <= cap, (f"{what}: {n} predictions differ at near-ties of the reference's logits (lead <= "
+                      f"{atol:g} + {rtol:g} * |logit|), more than the {cap} allowed per comparison")
+    return excused
+
+
+def note_excluded_rows(what, rows):
+    """Record, for the terminal summary, that `rows` examples of comparison `what` (the last one of
+    that name) were left out of a metric comparison because they hold an excused near-tie."""
+    for record in reversed(NEAR_TIES):
+        if record["what"] == what:
+            record["excluded_rows"] = rows
+            return
+    raise KeyError(what)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Every prediction comparison of the run: how many positions it excused as near-ties, of how
+    many allowed (and how many examples its metric comparison then left out). Shown under -q too."""
+    if not NEAR_TIES:
+        return
+    tr = terminalreporter
+    tr.write_sep("-", "reference prediction comparisons: positions excused as near-ties")
+    for r in NEAR_TIES:
+        line = f"{r['test']} | {r['what']}: {r['excused']} excused (cap {r['cap']})"
+        if r.get("bad"):
+            line += f", {r['bad']} NOT excusable"
+        if r["excluded_rows"] is not None:
+            line += f", {r['excluded_rows']} row(s) left out of the metric comparison"
+        tr.write_line(line)
+    worst = max(r["excused"] for r in NEAR_TIES)
+    tr.write_line(f"{len(NEAR_TIES)} comparisons; the most excused in one: {worst}")

@@ -13,7 +13,8 @@ import torch
 from conftest import ROOT, assert_preds_match
 from data import dihedral
 import evaluate
-from evaluate import ARCEvaluator, crop, grid_key, inverse_variant, read_checkpoint
+from checkpoint import load_weights, read_checkpoint
+from evaluate import ARCEvaluator, crop, grid_key, inverse_variant
 from model import TRM, TRMConfig
 
 GOLDEN_ARGS = ["--hidden_size=64", "--num_heads=4", "--expansion=4.0", "--H_cycles=2", "--L_cycles=3",
@@ -168,7 +169,7 @@ def test_reference_layout_loads(tmp_path, prefix):
     assert kind == "reference"
     torch.manual_seed(1)
     dst = TRM(src.cfg)
-    evaluate.load_weights(dst, state, str(path))
+    load_weights(dst, state, str(path))
     batch = {"inputs": torch.randint(1, 11, (4, 16)), "labels": torch.randint(1, 11, (4, 16)),
              "puzzle_identifiers": torch.tensor([0, 1, 2, 1])}
     src.eval(), dst.eval()
@@ -186,7 +187,7 @@ def test_checkpoint_errors(tmp_path, capsys):
     torch.save(bad, tmp_path / "bad.pt")
     _, state = read_checkpoint(str(tmp_path / "bad.pt"))
     with pytest.raises(SystemExit, match=r"missing \['lm_head.weight'\]; unexpected \['extra.weight'\]"):
-        evaluate.load_weights(TRM(src.cfg), state, "bad.pt")
+        load_weights(TRM(src.cfg), state, "bad.pt")
     torch.save({"a": 1}, tmp_path / "other.pt")
     with pytest.raises(SystemExit, match="not a checkpoint"):
         read_checkpoint(str(tmp_path / "other.pt"))
@@ -196,7 +197,7 @@ def test_checkpoint_errors(tmp_path, capsys):
     # a puzzle table of another size: the mean of its rows, with a warning
     grown = TRMConfig(**{**src.cfg.__dict__, "num_puzzle_identifiers": 5})
     dst = TRM(grown)
-    evaluate.load_weights(dst, {k[len("model.inner."):]: v for k, v in sd.items()}, "x.pt")
+    load_weights(dst, {k[len("model.inner."):]: v for k, v in sd.items()}, "x.pt")
     assert "the puzzle table has 3 rows and the dataset 5" in capsys.readouterr().out
     want = src.puzzle_emb.weights.mean(0)
     assert torch.allclose(dst.puzzle_emb.weights, want.expand(5, -1))
@@ -259,8 +260,9 @@ VARIANT_ARGS = {  # the golden URM and HRM configurations (tests/reference/confi
 def test_urm_hrm_reference_checkpoints_end_to_end(golden, tmp_path, name):
     """URM's checkpoint file (weights under model_state_dict) and HRM's bare state dict: the
     architecture is read from the keys, and the answers and q values after each ACT step of the
-    first test batch agree with the reference's within tests/reference/README.md's tolerances (URM: at most
-    0.5% of answers differ, q within 1e-2; HRM: answers equal but at near-ties, q within 1e-4)."""
+    first test batch agree with the reference's within tests/reference/README.md's tolerances (answers
+    equal but at a bounded number of near-ties of the reference's logits, which are within 2e-2 for
+    URM and 1e-4 for HRM; q within 1e-2 and 1e-4)."""
     out = tmp_path / "eval"
     text = run_eval(f"--ckpt={golden}/ckpt_{name}.pt", f"--data={golden}/sudoku_ref_data", "--batch_size=8",
                     *VARIANT_ARGS[name], "--trace=8", f"--out_dir={out}")
@@ -272,11 +274,8 @@ def test_urm_hrm_reference_checkpoints_end_to_end(golden, tmp_path, name):
     q_tol = 1e-2 if name.startswith("urm") else 1e-4
     for s, step in enumerate(ref["steps"]):
         got = torch.tensor([t["steps"][s] for t in traces])
-        if name.startswith("urm"):
-            differ = (got != step["preds"]).float().mean().item()
-            assert differ <= 0.005, (s, differ)
-        else:  # equal, but at near-ties of the reference's logits
-            assert_preds_match(got, step["preds"], step["logits"], what=f"{name} step {s}")
+        assert_preds_match(got, step["preds"], step["logits"], atol=2e-2 if name.startswith("urm") else 1e-4,
+                           what=f"{name} step {s}")
         q = torch.tensor([t["q_halt"][s] for t in traces])
         assert torch.allclose(q, step["q_halt_logits"].float(), atol=q_tol), s
 

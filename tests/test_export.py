@@ -1,7 +1,7 @@
 """checkpoint.export_reference: one of our checkpoints written as the reference codebase of its
 arch saves its own (REFERENCE.md §6, §8.4, §9.4).
 
-(a) The file loads back here exactly as a reference checkpoint does (evaluate.read_checkpoint,
+(a) The file loads back here exactly as a reference checkpoint does (checkpoint.read_checkpoint,
     checkpoint.reference_config, evaluate.build_model) and the model it gives computes the same
     outputs, bit for bit, as the one exported.
 (b) The file has what the reference's own loader requires: a strict load_state_dict (with
@@ -157,9 +157,9 @@ def run_steps(model, batch):
 def reload(path, cfg, forward_dtype):
     """The exported file loaded here as a reference checkpoint is: read_checkpoint, the
     architecture from all_config.yaml (reference_config), build_model, load_weights."""
-    kind, state = evaluate.read_checkpoint(str(path))
+    kind, state = checkpoint.read_checkpoint(str(path))
     assert kind == "reference"
-    settings = {**{k: None for k in evaluate.ARCH_KEYS}, "ckpt": str(path), "config": "", "halt_max_steps": 0,
+    settings = {**{k: None for k in checkpoint.ARCH_KEYS}, "ckpt": str(path), "config": "", "halt_max_steps": 0,
                 "use_ema": True}
     meta = types.SimpleNamespace(vocab_size=cfg.vocab_size, seq_len=cfg.seq_len,
                                  num_puzzle_identifiers=cfg.num_puzzle_identifiers)

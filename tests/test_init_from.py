@@ -14,7 +14,7 @@ import yaml
 import checkpoint
 import prepare_arc
 from conftest import ROOT, arc1_tasks, write_kaggle
-from evaluate import weights_for
+from checkpoint import weights_for
 
 ENV = {**os.environ, "TRM_USE_EXT": "off", "PYTHONUNBUFFERED": "1"}
 # a tiny ARC model: attention, rope, a puzzle embedding of 2 positions

@@ -121,9 +121,165 @@ def test_cross_entropy_rejects_unknown_kind():
         ops.cross_entropy("sparsemax", torch.zeros(2, 3), torch.zeros(2, dtype=torch.long))
 
 
-def test_backend_can_be_pinned_to_pytorch():
+# -----------------------------------------------------------------------------
+# which path each op takes: fixed per device type (AUTO_PATHS), imposed (set_op_paths), overridden
+# (TRM_USE_EXT, use_backend). A counting stand-in for the extension shows where each op went.
+
+class CountingExt:
+    """The extension's four functions made of the reference ops (forward only), counting calls."""
+    with_cuda = False
+
+    def __init__(self):
+        self.calls = {}
+
+    def _count(self, name):
+        self.calls[name] = self.calls.get(name, 0) + 1
+
+    def ce_forward(self, kind, logits, labels, ignore_index):
+        self._count(f"ce_forward {kind}")
+        ref = ops._stablemax_ref if kind == "stablemax" else ops._softmax_ref
+        return ref(logits, labels, ignore_index).float()
+
+    def ce_backward(self, kind, grad, logits, labels, ignore_index):
+        raise AssertionError("no test here takes a gradient through the counting extension")
+
+    def gather_rows(self, table, ids):
+        self._count("gather_rows")
+        return table.index_select(0, ids)
+
+    def sparse_sign_sgd_(self, table, ids, grads, lr, weight_decay):
+        self._count("sparse_sign_sgd_")
+        ops._sparse_sign_sgd_ref(table, ids, grads, lr, weight_decay)
+
+
+ALL_CALLS = {"ce_forward stablemax": 1, "ce_forward softmax": 1, "gather_rows": 1, "sparse_sign_sgd_": 1}
+
+
+def run_every_op():
+    """Each of the four ops once, on the CPU; the results must be the reference's on either path."""
+    g = torch.Generator().manual_seed(0)
+    logits, labels = torch.randn(6, 12, generator=g), torch.randint(0, 12, (6,), generator=g)
+    for kind in ("stablemax", "softmax"):
+        ref = ops._stablemax_ref if kind == "stablemax" else ops._softmax_ref
+        torch.testing.assert_close(ops.cross_entropy(kind, logits, labels), ref(logits, labels), rtol=1e-6, atol=0)
+    table, ids, grads = torch.randn(10, 4, generator=g), torch.tensor([1, 7, 1]), torch.randn(3, 4, generator=g)
+    assert torch.equal(ops.gather_rows(table, ids), table[ids])
+    want = table.clone()
+    ops._sparse_sign_sgd_ref(want, ids, grads, 0.1, 0.1)
+    ops.sparse_sign_sgd_(table, ids, grads, 0.1, 0.1)
+    assert torch.equal(table, want)
+
+
+@pytest.fixture
+def counting_ext(monkeypatch):
+    """A CountingExt as the loaded extension, taken as checked on the CPU; no paths imposed."""
+    fake = CountingExt()
+    monkeypatch.setattr(ops, "_ext", fake)
+    monkeypatch.setattr(ops, "_checked", {"cpu": None})
+    monkeypatch.setattr(ops, "_imposed", {})
+    monkeypatch.setattr(ops, "_forced", None)
+    monkeypatch.setattr(ops, "USE_EXT", "auto")
+    return fake
+
+
+def test_backend_can_be_pinned_to_pytorch(counting_ext, monkeypatch):
+    monkeypatch.setattr(ops, "USE_EXT", "on")
+    run_every_op()  # not pinned: every op reaches the extension
+    assert counting_ext.calls == ALL_CALLS
+    counting_ext.calls.clear()
     with ops.use_backend("torch"):
         assert ops.backend() == "torch"
+        assert ops.op_paths("cpu") == {**dict.fromkeys(ops.OPS, "torch"), "device_type": "cpu",
+                                       "source": "use_backend('torch')", "ext_check": "not needed"}
+        run_every_op()
+    assert counting_ext.calls == {}
+    monkeypatch.setattr(ops, "USE_EXT", "off")
+    run_every_op()
+    assert counting_ext.calls == {}
+    with ops.use_backend("ext"):  # and back: pinned to the extension, whatever TRM_USE_EXT says
+        run_every_op()
+    assert counting_ext.calls == ALL_CALLS
+
+
+def test_auto_paths_come_from_the_fixed_table(counting_ext, monkeypatch):
+    """Under 'auto' each op takes the path AUTO_PATHS names for the device type, op by op: no
+    timing decides it, so every process takes the same paths."""
+    assert ops.AUTO_PATHS["cpu"] == dict.fromkeys(ops.OPS, "torch")
+    assert ops.AUTO_PATHS["cuda"] == dict.fromkeys(ops.OPS, "ext")
+    run_every_op()
+    assert counting_ext.calls == {}
+    mixed = {"stablemax": "ext", "softmax": "torch", "gather": "ext", "sign_sgd": "torch"}
+    monkeypatch.setitem(ops.AUTO_PATHS, "cpu", mixed)
+    assert ops.op_paths("cpu") == {**mixed, "device_type": "cpu", "source": "AUTO_PATHS", "ext_check": "passed"}
+    assert ops.backend("cpu") == "ext"
+    run_every_op()
+    assert counting_ext.calls == {"ce_forward stablemax": 1, "gather_rows": 1}
+    assert ops.op_paths("mps") == {**dict.fromkeys(ops.OPS, "torch"), "device_type": "mps", "source": "AUTO_PATHS",
+                                   "ext_check": "not needed"}
+
+
+def test_cpu_auto_neither_builds_nor_checks_the_extension(monkeypatch):
+    def no_build():
+        raise AssertionError("the extension was loaded where no op asks for it")
+    monkeypatch.setattr(ops, "load_ext", no_build)
+    monkeypatch.setattr(ops, "_imposed", {})
+    monkeypatch.setattr(ops, "USE_EXT", "auto")
+    assert ops.op_paths("cpu") == {**dict.fromkeys(ops.OPS, "torch"), "device_type": "cpu", "source": "AUTO_PATHS",
+                                   "ext_check": "not needed"}
+    run_every_op()
+
+
+def test_set_op_paths_keeps_recorded_paths_unless_TRM_USE_EXT_overrides(counting_ext, monkeypatch):
+    recorded = {"stablemax": "ext", "softmax": "ext", "gather": "torch", "sign_sgd": "ext", "device_type": "cpu",
+                "source": "AUTO_PATHS", "ext_check": "passed"}  # as op_paths() gave it, say in a checkpoint
+    ops.set_op_paths("cpu", recorded)
+    assert ops.op_paths("cpu") == {**recorded, "source": "set_op_paths"}
+    assert ops.op_paths("cuda")["source"] == "AUTO_PATHS"  # per device type
+    run_every_op()
+    assert counting_ext.calls == {"ce_forward stablemax": 1, "ce_forward softmax": 1, "sparse_sign_sgd_": 1}
+    # round trip: what op_paths reports can be imposed again as it is
+    ops.set_op_paths("cpu", ops.op_paths("cpu"))
+    assert ops.op_paths("cpu") == {**recorded, "source": "set_op_paths"}
+    # TRM_USE_EXT=on / off override the recorded paths; 'auto' follows them again
+    monkeypatch.setattr(ops, "USE_EXT", "off")
+    assert ops.op_paths("cpu") == {**dict.fromkeys(ops.OPS, "torch"), "device_type": "cpu",
+                                   "source": "TRM_USE_EXT=off", "ext_check": "not needed"}
+    monkeypatch.setattr(ops, "USE_EXT", "on")
+    assert ops.op_paths("cpu") == {**dict.fromkeys(ops.OPS, "ext"), "device_type": "cpu", "source": "TRM_USE_EXT=on",
+                                   "ext_check": "passed"}
+    monkeypatch.setattr(ops, "USE_EXT", "auto")
+    assert ops.op_paths("cpu")["source"] == "set_op_paths"
+    # some ops only: the rest keep the table's; None: back to the table
+    ops.set_op_paths("cpu", {"gather": "ext"})
+    assert ops.op_paths("cpu") == {**ops.AUTO_PATHS["cpu"], "gather": "ext", "device_type": "cpu",
+                                   "source": "set_op_paths", "ext_check": "passed"}
+    ops.set_op_paths("cpu", None)
+    assert ops.op_paths("cpu")["source"] == "AUTO_PATHS"
+    with pytest.raises(ValueError, match="unknown op"):
+        ops.set_op_paths("cpu", {"layernorm": "ext"})
+    with pytest.raises(ValueError, match="'ext' or 'torch'"):
+        ops.set_op_paths("cpu", {"gather": "cuda"})
+    # paths recorded on another device type: imposed for that type, they leave this one alone
+    with pytest.raises(ValueError, match="recorded for 'cuda'"):
+        ops.set_op_paths("cpu", {**recorded, "device_type": "cuda"})
+    ops.set_op_paths("cuda", {**recorded, "device_type": "cuda"})
+    assert ops.op_paths("cpu")["source"] == "AUTO_PATHS"
+
+
+def test_recorded_ext_paths_fall_back_where_the_extension_is_missing(monkeypatch, capsys):
+    """A run resumed where the extension cannot be built: under 'auto' the recorded 'ext' paths run
+    on the reference, and op_paths says so (and why); under 'on' it is an error."""
+    monkeypatch.setattr(ops, "_ext", None)
+    monkeypatch.setattr(ops, "_ext_error", "TRM_NO_EXT is set")
+    monkeypatch.setattr(ops, "_imposed", {})
+    monkeypatch.setattr(ops, "USE_EXT", "auto")
+    ops.set_op_paths("cpu", dict.fromkeys(ops.OPS, "ext"))
+    assert ops.op_paths("cpu") == {**dict.fromkeys(ops.OPS, "torch"), "device_type": "cpu", "source": "set_op_paths",
+                                   "ext_check": "unavailable: TRM_NO_EXT is set"}
+    run_every_op()
+    monkeypatch.setattr(ops, "USE_EXT", "on")
+    with pytest.raises(RuntimeError, match="TRM_NO_EXT"):
+        ops.op_paths("cpu")
 
 
 # -----------------------------------------------------------------------------

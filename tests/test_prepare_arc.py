@@ -7,6 +7,7 @@ import filecmp
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -438,13 +439,20 @@ def test_concept_missing_is_one_line(tmp_path, offline, capsys):
     assert not os.path.exists(tmp_path / "o") and os.listdir(offline) == []  # no half download left
 
 
-def test_concept_bad_checksum_refused(tmp_path, offline, monkeypatch):
+def test_concept_bad_checksum_refused(golden, tmp_path, offline, monkeypatch):
     """A cached file, or a download, that is not the pinned file is refused (a download is not
-    kept); the pinned checksums are the reference's files'."""
-    assert prepare_arc.CONCEPT_URL == URL
-    assert prepare_arc.CONCEPT_SHA256 == {
-        "challenges": "4e60bd1de956c2519c3236ba9f2c352c971d5971bfc568ceafa716dd9b1a91fd",
-        "solutions": "3ec5e95e416e49c85dac28475fc5b73f6998d13b7e91ff0219eee48881c327ee"}
+    kept); a file is checked by its sha256 against the pin, so one changed byte is enough. The
+    pins name the reference repository's files at the commit tests/reference was made from.
+    (That they are those files' digests needs the files themselves, which no test has offline:
+    checked by hand against `git show e7b68717...:kaggle/combined/arc-agi_concept_{challenges,
+    solutions}.json`, 804217 and 209979 bytes.)"""
+    with open(os.path.join(golden, "README.md")) as f:
+        trm_commit = re.search(r"^\| TRM, SamsungSAILMontreal/TinyRecursiveModels \| ([0-9a-f]{40}) \|", f.read(), re.M)[1]
+    assert prepare_arc.CONCEPT_URL == URL == ("https://raw.githubusercontent.com/SamsungSAILMontreal/"
+                                              f"TinyRecursiveModels/{trm_commit}/kaggle/combined/arc-agi_concept_{{}}.json")
+    pins = prepare_arc.CONCEPT_SHA256
+    assert set(pins) == {"challenges", "solutions"} and pins["challenges"] != pins["solutions"]
+    assert all(re.fullmatch(r"[0-9a-f]{64}", v) for v in pins.values()), pins
     os.makedirs(offline)
     path = os.path.join(offline, "arc-agi_concept_challenges.json")
     with open(path, "wb") as f:
@@ -453,8 +461,19 @@ def test_concept_bad_checksum_refused(tmp_path, offline, monkeypatch):
     with pytest.raises(ValueError) as e:
         build(str(tmp_path / "o"), num_aug=0, progress=False)
     assert str(e.value).startswith(f"ConceptARC file {path} has sha256 {got}, not the pinned "
-                                   f"{prepare_arc.CONCEPT_SHA256['challenges']}")
+                                   f"{pins['challenges']}")
     assert str(e.value).endswith("--subsets=training,evaluation") and "\n" not in str(e.value)
+    # pinned to this very file, the cached copy passes (the build goes on to the solutions file,
+    # which it cannot download here); with one byte changed it is refused
+    monkeypatch.setattr(prepare_arc, "CONCEPT_SHA256", {**pins, "challenges": got})
+    with pytest.raises(ValueError, match="ConceptARC is not in .* could not be downloaded"):
+        build(str(tmp_path / "o"), num_aug=0, progress=False)
+    changed = concept_bytes()["challenges"].replace(b"[[5, 6]]", b"[[5, 7]]")
+    with open(path, "wb") as f:
+        f.write(changed)
+    with pytest.raises(ValueError, match=f"has sha256 {hashlib.sha256(changed).hexdigest()}, not the pinned {got}"):
+        build(str(tmp_path / "o"), num_aug=0, progress=False)
+    monkeypatch.setattr(prepare_arc, "CONCEPT_SHA256", pins)
     os.remove(path)
 
     def wrong_file(url, dest, timeout=60):

@@ -82,26 +82,94 @@ def test_resume_is_bit_identical(tiny_data, tmp_path, variant):
     assert a["model"]["puzzle_emb.weights"].abs().sum() > 0  # the table did train
 
 
+# train.py, run with checkpoint.py's serialiser wrapped (the test writes this file into tmp_path):
+# argv = ROOT SENTINEL FIRST train.py-arguments... The first checkpoint is written whole and its
+# bytes also kept in FIRST; the second is written half into the file checkpoint.save hands over,
+# then SENTINEL names that file and the process sleeps until it is killed. checkpoint.save's own
+# logic (which file it writes, when it renames) runs unchanged.
+STALL_SECOND_CHECKPOINT = r"""
+import io, json, os, runpy, sys, time
+ROOT, SENTINEL, FIRST = sys.argv[1:4]
+sys.argv = [os.path.join(ROOT, "train.py")] + sys.argv[4:]
+sys.path.insert(0, ROOT)
+import torch
+import checkpoint
+
+calls = 0
+
+
+def stalling_save(obj, f, *args, **kwargs):
+    global calls
+    calls += 1
+    buf = io.BytesIO()
+    torch.save(obj, buf, *args, **kwargs)
+    data = buf.getvalue()
+    own = isinstance(f, (str, os.PathLike))
+    handle = open(f, "wb") if own else f
+    if calls == 1:
+        with open(FIRST, "wb") as g:
+            g.write(data)
+        handle.write(data)
+        if own:
+            handle.close()
+        return
+    handle.write(data[:len(data) // 2])
+    handle.flush()
+    os.fsync(handle.fileno())
+    with open(SENTINEL + ".part", "w") as g:
+        json.dump({"file": os.path.abspath(handle.name), "written": len(data) // 2, "size": len(data)}, g)
+    os.replace(SENTINEL + ".part", SENTINEL)
+    time.sleep(600)
+
+
+class TorchButSave:  # torch as checkpoint.py sees it, with torch.save wrapped
+    save = staticmethod(stalling_save)
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+
+checkpoint.torch = TorchButSave()
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
 def test_killed_while_checkpointing_leaves_a_loadable_checkpoint(tiny_data, tmp_path):
-    """SIGKILL at random moments of a run that checkpoints every step: ckpt.pt always loads,
-    and the run resumes from it."""
+    """SIGKILL while the second checkpoint is being written (half of it in the file, for certain):
+    ckpt.pt is still the first checkpoint, byte for byte, it loads, and the run resumes from it."""
+    import json
     out = str(tmp_path / "run")
     args = [*TINY, f"--data_dir={tiny_data}", f"--out_dir={out}", "--ckpt_interval=1", "--epochs=100"]
     path = os.path.join(out, "ckpt.pt")
-    for delay in (0.05, 0.23, 0.41):
-        p = subprocess.Popen([sys.executable, "train.py", *args,
-                              "--init_from=" + ("resume" if os.path.exists(path) else "scratch")],
-                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wrapper, sentinel, first = tmp_path / "stall_second_checkpoint.py", tmp_path / "writing", tmp_path / "first.pt"
+    wrapper.write_text(STALL_SECOND_CHECKPOINT)
+    with open(tmp_path / "log", "w") as log:
+        p = subprocess.Popen([sys.executable, str(wrapper), ROOT, str(sentinel), str(first), *args], cwd=ROOT,
+                             stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
         t0 = time.time()
-        # wait for a first checkpoint, then a little more, then kill without warning
-        while not os.path.exists(path) and time.time() - t0 < 120:
-            time.sleep(0.01)
-        time.sleep(delay)
+        while not sentinel.exists():
+            assert p.poll() is None, "train.py ended before its second checkpoint:\n" + (tmp_path / "log").read_text()
+            assert time.time() - t0 < 300, "no second checkpoint within 300 s"
+            time.sleep(0.05)
+        writing = json.loads(sentinel.read_text())
+        # the process is inside the write: the file holds half a checkpoint
+        assert p.poll() is None
+        assert os.path.getsize(writing["file"]) == writing["written"] < writing["size"]
         p.send_signal(signal.SIGKILL)
         p.wait()
-        ck = checkpoint.load(path)
-        assert ck["step"] >= 1 and "model" in ck
-    run([*args, "--init_from=resume", f"--max_steps={ck['step'] + 2}"])
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == -signal.SIGKILL
+    with open(path, "rb") as f:
+        assert f.read() == first.read_bytes(), "ckpt.pt is not the previous checkpoint"
+    assert writing["file"] != os.path.abspath(path)
+    ck = checkpoint.load(path)
+    assert ck["step"] >= 1 and "model" in ck
+    r = run([*args, "--init_from=resume", f"--max_steps={ck['step'] + 2}"])
+    assert f"at step {ck['step']}" in r.stdout
 
 
 def test_failed_write_keeps_the_old_checkpoint(tmp_path, monkeypatch):
