@@ -243,6 +243,9 @@ def test_reference_checkpoint_end_to_end(golden, tmp_path, name, extra):
     prov = report["provenance"]
     assert prov["checkpoint_kind"] == "reference" and len(prov["checkpoint_sha256"]) == 64
     assert len(prov["dataset_fingerprint"]) == 64 and prov["examples_per_s"] > 0
+    # the path each op ran on (the run pins the reference: TRM_USE_EXT=off)
+    assert {op: prov["op_paths"][op] for op in ("stablemax", "softmax", "gather", "sign_sgd")} == dict.fromkeys(
+        ("stablemax", "softmax", "gather", "sign_sgd"), "torch") and prov["op_paths"]["device_type"] == "cpu"
     assert os.path.exists(out / "trace.html")
 
 

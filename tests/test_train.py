@@ -82,6 +82,24 @@ def test_resume_is_bit_identical(tiny_data, tmp_path, variant):
     assert a["model"]["puzzle_emb.weights"].abs().sum() > 0  # the table did train
 
 
+def test_op_paths_are_recorded_and_kept_on_resume(tiny_data, tmp_path):
+    """Each op's path is decided once for the run, printed, and written into the checkpoint; a
+    resumed run imposes the recorded paths (set_op_paths) instead of the table's, and TRM_USE_EXT
+    still overrides them. On the CPU the table takes the reference for all four ops."""
+    out = str(tmp_path / "run")
+    args = [*TINY, f"--data_dir={tiny_data}", f"--out_dir={out}"]
+    r = run([*args, "--max_steps=3"], env={"TRM_USE_EXT": "auto"})
+    assert "ops on cpu: stablemax torch, softmax torch, gather torch, sign_sgd torch (AUTO_PATHS;" in r.stdout
+    ck = torch.load(os.path.join(out, "ckpt.pt"), weights_only=True)
+    assert ck["op_paths"] == {"stablemax": "torch", "softmax": "torch", "gather": "torch", "sign_sgd": "torch",
+                              "device_type": "cpu", "source": "AUTO_PATHS", "ext_check": "not needed"}
+    r = run([*args, "--max_steps=5", "--init_from=resume"], env={"TRM_USE_EXT": "auto"})
+    assert "(set_op_paths; extension check: not needed)" in r.stdout
+    assert torch.load(os.path.join(out, "ckpt.pt"), weights_only=True)["op_paths"]["source"] == "set_op_paths"
+    r = run([*args, "--max_steps=6", "--init_from=resume"], env={"TRM_USE_EXT": "off"})
+    assert "(TRM_USE_EXT=off; extension check: not needed)" in r.stdout
+
+
 # train.py, run with checkpoint.py's serialiser wrapped (the test writes this file into tmp_path):
 # argv = ROOT SENTINEL FIRST train.py-arguments... The first checkpoint is written whole and its
 # bytes also kept in FIRST; the second is written half into the file checkpoint.save hands over,
