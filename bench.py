@@ -874,11 +874,10 @@ print(f"bench: device={device} ({dev_name})  torch={torch.__version__}  dtype={s
       f"warmup={warmup} iters={iters} (median)" + ("  compile=True" if compile else ""))
 if "ext" in names:
     reason = ext_unavailable_reason()
-    if reason is None and hasattr(ops, "faster_paths"):
-        print("ext: available; the faster path of each op here (what TRM_USE_EXT=auto/on picks): "
-              + ", ".join(f"{op} {path}" for op, path in ops.faster_paths(ops.load_ext(), device).items()))
-    elif reason is None:
-        print(f"ext: available; TRM_USE_EXT=auto runs the ops here on: {ops.backend(torch.device(device).type)}")
+    if reason is None:
+        paths = ops.op_paths(torch.device(device).type)
+        print("ext: available; a training run here takes, per op (ops.AUTO_PATHS, or TRM_USE_EXT): "
+              + ", ".join(f"{op} {paths[op]}" for op in ops.OPS))
     else:
         print(f"ext: unavailable ({reason})")
         names.remove("ext")
