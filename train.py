@@ -211,7 +211,10 @@ if init_from == "resume":
         ema_model.load_state_dict(ck["ema"])
     step, passes_done, best = ck["step"], ck["passes_done"], ck.get("best")
     if ck.get("op_paths"):  # each op keeps the path it ran on (TRM_USE_EXT still overrides)
-        ops.set_op_paths(ck["op_paths"]["device_type"], ck["op_paths"])
+        try:
+            ops.set_op_paths(ck["op_paths"].get("device_type", rt.device_type), ck["op_paths"])
+        except (ValueError, TypeError, AttributeError) as e:
+            raise SystemExit(f"error: {ckpt_path}: op_paths {ck['op_paths']!r} is not a valid record of op paths ({e})")
     train_data.load_state_dict(ck["data"])
     # the carry is saved for the global batch: each rank takes its rows, so a run resumes on any
     # number of ranks
