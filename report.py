@@ -189,7 +189,7 @@ td.m3{background:#2ECC40}
 td.m4{background:#FF4136}
 td.m5{background:#0074D9}
 td.x{box-shadow:inset 0 0 0 1px #fff,inset 0 0 0 3px #e00;color:#e00}
-td.d::after{content:"";position:absolute;left:50%;top:50%;width:4px;height:4px;margin:-3px;
+td.d::after{content:"";position:absolute;right:1px;top:1px;width:4px;height:4px;
  border-radius:50%;background:#fff;border:1px solid #000}
 .legend{font-size:12px;color:#555}
 """
@@ -268,33 +268,41 @@ def _trace_section(trace: dict) -> str:
     kind = trace["kind"]
     if kind not in ("arc", "sudoku", "maze"):
         raise ValueError(f"unknown trace kind {kind!r}")
-    inp, target = _square(trace["input"]), _square(trace["target"])
+    inp = _square(trace["input"])
+    target = _square(trace["target"]) if trace.get("target") is not None else None  # solve.py: no answer known
     steps = [_square(s) for s in trace["steps"]]
-    shape = _arc_crop([inp, target, *steps]) if kind == "arc" else (len(inp), len(inp))
+    shape = _arc_crop([inp, *([target] if target else []), *steps]) if kind == "arc" else (len(inp), len(inp))
     given = inp if kind == "sudoku" else None
-    wrong = [_wrong_cells(s, target) for s in steps]
+    wrong = [_wrong_cells(s, target) for s in steps] if target else None
+    halts = trace.get("halts_on_q_at")
 
-    panels = [f"<figure>{_trace_grid(kind, inp, shape, given)}<figcaption>input</figcaption></figure>",
-              f"<figure>{_trace_grid(kind, target, shape, given)}<figcaption>target</figcaption></figure>"]
+    panels = [f"<figure>{_trace_grid(kind, inp, shape, given)}<figcaption>input</figcaption></figure>"]
+    if target:
+        panels.append(f"<figure>{_trace_grid(kind, target, shape, given)}<figcaption>target</figcaption></figure>")
     for i, (step, q) in enumerate(zip(steps, trace["q_halt"], strict=True)):
         prev = steps[i - 1] if i else None
-        exact = ", exact" if wrong[i] == 0 else ""
-        caption = (f"step {i + 1}: {wrong[i]} wrong{exact}<br>"
-                   f"q_halt {_sigmoid(q):.3f} (logit {q:+.2f})")
+        if wrong is not None:
+            head = f"{wrong[i]} wrong" + (", exact" if wrong[i] == 0 else "")
+        else:
+            head = f"{sum(a != b for x, y in zip(step, prev) for a, b in zip(x, y))} changed" if prev else "first answer"
+        stop = "<br><b>halting by q stops here</b>" if halts == i + 1 else ""
+        caption = f"step {i + 1}: {head}<br>q_halt {_sigmoid(q):.3f} (logit {q:+.2f}){stop}"
         panels.append(f"<figure class=step>{_trace_grid(kind, step, shape, given, target, prev)}"
                       f"<figcaption>{caption}</figcaption></figure>")
-    line = " → ".join(map(str, wrong)) if wrong else "(no steps)"
+    line = (f"<p>wrong cells: {' → '.join(map(str, wrong)) if wrong else '(no steps)'}</p>\n" if wrong is not None
+            else "")
     crop = f", shown {shape[0]}x{shape[1]} of {len(inp)}x{len(inp)}" if kind == "arc" else ""
     return (f"<section><h2>{html.escape(trace['name'])} <small>({kind}{crop})</small></h2>\n"
-            f"<p>wrong cells: {line}</p>\n<div class=row>{''.join(panels)}</div></section>")
+            f"{line}<div class=row>{''.join(panels)}</div></section>")
 
 
 def write_trace_html(path: str, traces: list[dict], title: str) -> None:
     """One page showing the prediction after every ACT step for each trace:
     {"kind": "arc" | "sudoku" | "maze", "name", "input", "target", "steps": [tokens per step],
-    "q_halt": [logit per step]}, tokens flat (n * n) in the dataset's token space."""
+    "q_halt": [logit per step]}, tokens flat (n * n) in the dataset's token space; "target" may be
+    None (no answer known: solve.py), and "halts_on_q_at" names the step where halting by q stops."""
     legend = ("<p class=legend>Red outline: cell differs from the target (PAD positions of the "
-              "target are not counted). Dot: cell changed since the previous step. "
+              "target are not counted). Dot in the corner: cell changed since the previous step. "
               "q_halt: sigmoid of the halting logit.</p>")
     _write(path, _page(title, TRACE_CSS, [legend] + [_trace_section(t) for t in traces]))
 
