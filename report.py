@@ -189,8 +189,8 @@ td.m3{background:#2ECC40}
 td.m4{background:#FF4136}
 td.m5{background:#0074D9}
 td.x{box-shadow:inset 0 0 0 1px #fff,inset 0 0 0 3px #e00;color:#e00}
-td.d::after{content:"";position:absolute;right:1px;top:1px;width:4px;height:4px;
- border-radius:50%;background:#fff;border:1px solid #000}
+td.d::after{content:"";position:absolute;right:0;top:0;border-style:solid;border-width:0 8px 8px 0;
+ border-color:transparent #0074D9 transparent transparent}
 .legend{font-size:12px;color:#555}
 """
 
@@ -302,7 +302,7 @@ def write_trace_html(path: str, traces: list[dict], title: str) -> None:
     "q_halt": [logit per step]}, tokens flat (n * n) in the dataset's token space; "target" may be
     None (no answer known: solve.py), and "halts_on_q_at" names the step where halting by q stops."""
     legend = ("<p class=legend>Red outline: cell differs from the target (PAD positions of the "
-              "target are not counted). Dot in the corner: cell changed since the previous step. "
+              "target are not counted). Blue corner: cell changed since the previous step. "
               "q_halt: sigmoid of the halting logit.</p>")
     _write(path, _page(title, TRACE_CSS, [legend] + [_trace_section(t) for t in traces]))
 

@@ -416,8 +416,8 @@ class Solver:
             raise ValueError(f"batch_size must be positive, got {s['batch_size']}")
         self.device, self.dtype = resolve_device(s["device"], s["dtype"])
         dev_type = "cuda" if self.device.startswith("cuda") else "cpu"
-        for k, v in DEVICE_DEFAULTS[dev_type].items():
-            if s[k] in (-1, 0) and not (k == "ttt_steps" and s[k] == 0):
+        for k, v in DEVICE_DEFAULTS[dev_type].items():  # the device's defaults where not given
+            if s[k] == (0 if k == "ttt_batch_size" else -1):
                 s[k] = v
         self.path = checkpoint.resolve(ckpt)
         self.ckpt_kind, self.ck = checkpoint.read_checkpoint(self.path, s["trust_checkpoint"])
@@ -693,9 +693,14 @@ def print_text(results: list[dict], kind: str, n: int, show_steps: bool, colour:
         print(verdict_line(r, kind), file=stream)
         if show_steps:
             prev = None
+            if kind != "arc":  # the question first: step 1 marks the cells it filled in
+                prev = as_rows(r["question"], n)
+                print("question:", file=stream)
+                print(show_grid(prev, None, colour), file=stream)
             for t, (ans, q) in enumerate(zip(r["steps"], r["q"]), 1):
                 grid = as_rows(ans, n)
-                changed = "" if prev is None else f", {sum(a != b for x, y in zip(grid, prev) for a, b in zip(x, y))} cells changed"
+                changed = "" if prev is None else (f", {sum(a != b for x, y in zip(grid, prev) for a, b in zip(x, y))} "
+                                                   f"cells changed" + (" from the question" if t == 1 else ""))
                 stop = "  <- halting by q stops here" if t == r["halts_on_q_at"] else ""
                 print(f"step {t}: q {q:.3f}{changed}{stop}", file=stream)
                 print(show_grid(grid, prev, colour, arc=kind == "arc"), file=stream)
@@ -796,7 +801,7 @@ def main(argv=None) -> int:
         return 1
     count = len(parsed) if solver.kind != "arc" else sum(len(t["test"]) for t in parsed.values())
     what = f"{len(parsed)} ARC task(s), {count} test input(s)" if solver.kind == "arc" else f"{count} {solver.kind} puzzle(s)"
-    print(f"solving {what} with {s['ckpt']} ({solver.ckpt_kind} checkpoint) on {solver.device}, halting={s['halting']}"
+    print(f"solving {what} with {s['ckpt']} ({'a train.py' if solver.ckpt_kind == 'ours' else 'a reference'} checkpoint) on {solver.device}, halting={s['halting']}"
           + (f", {s['ttt_steps']} test-time training steps over {s['num_aug'] + 1} variants" if solver.kind == "arc" else ""),
           file=sys.stderr)
     t0 = time.perf_counter()

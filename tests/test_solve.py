@@ -274,8 +274,9 @@ def test_steps_display_marks_changed_cells(sudoku, tmp_path):
     res = Solver(ckpt).solve(lines[:1])[0]
     out = r.stdout
     assert "\033[" not in out  # piped: no colour
-    for t in range(1, len(res["steps"])):
-        prev, cur = res["steps"][t - 1], res["steps"][t]
+    answers = [lines[0]] + res["steps"]  # step 1 marks the cells it changed in the question
+    for t in range(len(res["steps"])):
+        prev, cur = answers[t], answers[t + 1]
         block = out.split(f"step {t + 1}: q ")[1].split("\n", 1)[1].split("\n")[:4]
         marks = [[row[2 * c + 1] == "*" for c in range(4)] for row in (b.ljust(8) for b in block)]
         assert [m for row in marks for m in row] == [a != b for a, b in zip(prev, cur)]
@@ -383,3 +384,13 @@ def test_settings_errors(sudoku, tmp_path):
     assert r.returncode == 2 and "halting must be 'fixed' or 'q'" in r.stderr
     with pytest.raises(ValueError, match="unknown setting 'batchsize'"):
         Solver(ckpt, batchsize=3)
+
+
+def test_bench_solve_rows(sudoku):
+    """bench.py --solve=True prints its rows (tiny sizes; the figures are BENCHMARKS.md's)."""
+    _, ckpt = sudoku
+    r = run("bench.py", "--solve=True", f"--solve_ckpt={ckpt}", "--solve_puzzles=20", "--solve_arc_ckpt=", "--iters=1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    for what in ("CLI, file of 20, halting=fixed", "CLI, file of 20, halting=q", "Solver.solve, one puzzle",
+                 "its first call (cold", "CLI, one puzzle"):
+        assert what in r.stdout, what
