@@ -480,10 +480,11 @@ def tree_memory_mb(pid: int) -> float:
     return total / 1024
 
 
-def run_measured(cmd: list[str], cwd: str) -> tuple[float, float]:
-    """Run cmd to completion; (wall seconds, peak MB of its process tree)."""
+def run_measured(cmd: list[str], cwd: str, stdout=None) -> tuple[float, float]:
+    """Run cmd to completion (its output into the open file `stdout`, else discarded); (wall
+    seconds, peak MB of its process tree)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=stdout or subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     peak = 0.0
     while proc.poll() is None:
         peak = max(peak, tree_memory_mb(proc.pid))
@@ -557,10 +558,11 @@ def bench_solve():
           f"cpu x{torch.get_num_threads()} threads, torch {torch.__version__}")
     print(f"{'what':<58}{'wall s':>9}{'puzzles/s':>11}{'ms each':>9}{'peak MB':>9}  valid")
     for halting in ("fixed", "q"):
-        wall, peak = run_measured([sys.executable, "solve.py", f"--ckpt={solve_ckpt}", f"--file={path}",
-                                   "--format=json", f"--halting={halting}"], here)
-        out = subprocess.run([sys.executable, "solve.py", f"--ckpt={solve_ckpt}", f"--file={path}", "--format=json",
-                              f"--halting={halting}"], cwd=here, capture_output=True, text=True).stdout
+        with tempfile.TemporaryFile("w+") as f:
+            wall, peak = run_measured([sys.executable, "solve.py", f"--ckpt={solve_ckpt}", f"--file={path}",
+                                       "--format=json", f"--halting={halting}"], here, stdout=f)
+            f.seek(0)
+            out = f.read()
         valid = sum(json.loads(x)["valid"] for x in out.splitlines())
         print(f"{'CLI, file of ' + str(solve_puzzles) + ', halting=' + halting + ' (start-up included)':<58}"
               f"{wall:>9.2f}{solve_puzzles / wall:>11.0f}{1000 * wall / solve_puzzles:>9.2f}{peak:>9.0f}  "
@@ -602,10 +604,12 @@ def bench_solve():
               f"{solve_arc_ckpt}, end to end (CLI)")
         print(f"{'settings':<40}{'wall s':>9}{'peak MB':>9}  outcome")
         for extra in solve_arc_settings:
-            cmd = [sys.executable, "solve.py", f"--ckpt={solve_arc_ckpt}", f"--file={task}", *extra.split()]
-            wall, peak = run_measured(cmd, here)
-            out = subprocess.run(cmd + ["--format=json"], cwd=here, capture_output=True, text=True).stdout
-            r = json.loads(out.splitlines()[0])
+            cmd = [sys.executable, "solve.py", f"--ckpt={solve_arc_ckpt}", f"--file={task}", *extra.split(),
+                   "--format=json"]
+            with tempfile.TemporaryFile("w+") as f:
+                wall, peak = run_measured(cmd, here, stdout=f)
+                f.seek(0)
+                r = json.loads(f.read().splitlines()[0])
             outcome = ("solved" if any(r["matches_given_output"]) else "not solved") + (
                 f" (test-time training {r['test_time_training_seconds']:.0f} s, votes {r['votes']} of "
                 f"{r['total_votes']})")

@@ -570,6 +570,8 @@ class Solver:
             names = read_identifiers(data_dir)
             model = self.build(kind, ck, path, names, len(names))
             test = PuzzleDataset(data_dir, "test", s["batch_size"])
+            if test.num_examples() < s["batch_size"]:  # a batch pads to its size: no more rows than there are
+                test = PuzzleDataset(data_dir, "test", test.num_examples())
             arc = ARCEvaluator(data_dir, pass_ks=(1, 2), blank_identifier_id=test.metadata.blank_identifier_id)
             canonical = {}  # (task, input key) -> the unaugmented variant's steps
             from evaluate import grid_key
@@ -693,20 +695,22 @@ def print_text(results: list[dict], kind: str, n: int, show_steps: bool, colour:
         print(verdict_line(r, kind), file=stream)
         if show_steps:
             prev = None
-            if kind != "arc":  # the question first: step 1 marks the cells it filled in
-                prev = as_rows(r["question"], n)
-                print("question:", file=stream)
-                print(show_grid(prev, None, colour), file=stream)
+            question = as_rows(r["question"], n)  # first: step 1 marks the cells it changed in it
+            print("question:", file=stream)
+            print(show_grid(question, None, colour, arc=kind == "arc"), file=stream)
+            first = as_rows(r["steps"][0], n) if r["steps"] else []
+            if kind != "arc" or (len(first) == len(question) and len(first[0]) == len(question[0])):
+                prev = question
             for t, (ans, q) in enumerate(zip(r["steps"], r["q"]), 1):
                 grid = as_rows(ans, n)
                 changed = "" if prev is None else (f", {sum(a != b for x, y in zip(grid, prev) for a, b in zip(x, y))} "
                                                    f"cells changed" + (" from the question" if t == 1 else ""))
-                stop = "  <- halting by q stops here" if t == r["halts_on_q_at"] else ""
+                stop = ""
+                if t == r["halts_on_q_at"]:
+                    stop = "  <- halting by q stops here" + ("" if q > 0.5 else " (the last step: q never passed 0.5)")
                 print(f"step {t}: q {q:.3f}{changed}{stop}", file=stream)
                 print(show_grid(grid, prev, colour, arc=kind == "arc"), file=stream)
                 prev = grid
-            if r["halts_on_q_at"] and r["halts_on_q_at"] > len(r["steps"]) and kind != "arc":
-                print(f"(halting by q would stop at step {r['halts_on_q_at']})", file=stream)
             print("answer:", file=stream)
         if kind == "arc":
             for j, a in enumerate(r["attempts"], 1):
@@ -800,9 +804,11 @@ def main(argv=None) -> int:
             print(f"error: {line}", file=sys.stderr)
         return 1
     count = len(parsed) if solver.kind != "arc" else sum(len(t["test"]) for t in parsed.values())
-    what = f"{len(parsed)} ARC task(s), {count} test input(s)" if solver.kind == "arc" else f"{count} {solver.kind} puzzle(s)"
+    what = (f"{len(parsed)} ARC task(s), {count} test input(s)" if solver.kind == "arc"
+            else f"{count} {solver.kind} puzzle{'s' if count != 1 else ''}")
     print(f"solving {what} with {s['ckpt']} ({'a train.py' if solver.ckpt_kind == 'ours' else 'a reference'} checkpoint) on {solver.device}, halting={s['halting']}"
-          + (f", {s['ttt_steps']} test-time training steps over {s['num_aug'] + 1} variants" if solver.kind == "arc" else ""),
+          + (f", {solver.s['ttt_steps']} test-time training steps over {solver.s['num_aug'] + 1} variants"
+             if solver.kind == "arc" else ""),
           file=sys.stderr)
     t0 = time.perf_counter()
     results = solver.solve_parsed(parsed, progress=True)
@@ -827,7 +833,7 @@ def main(argv=None) -> int:
         print(f"done in {wall:.1f} s", file=sys.stderr)
     else:
         bad = sum(not r["valid"] for r in results)
-        print(f"{len(results)} puzzles in {wall:.2f} s ({len(results) / max(wall, 1e-9):.1f}/s): "
+        print(f"{len(results)} puzzle{'s' if len(results) != 1 else ''} in {wall:.2f} s ({len(results) / max(wall, 1e-9):.1f}/s): "
               f"{len(results) - bad} valid, {bad} invalid", file=sys.stderr)
     return 0
 
