@@ -486,9 +486,15 @@ class Solver:
             return read_arc_tasks(text, name, default_id)
         return read_grid_puzzles(text, name, self.kind, self.n)
 
-    def solve(self, puzzles, progress: bool = False) -> list[dict]:
+    def solve(self, puzzles, progress: bool = False, tokens: bool = False) -> list[dict]:
         """Solve puzzles: a list of texts (one puzzle each; ARC: task JSON texts or task dicts), a
-        dict (ARC: one task or {task id: task}) or one text holding many (as a file would)."""
+        dict (ARC: one task or {task id: task}) or one text holding many (as a file would). Returns
+        what --format=json prints, one dict per puzzle (ARC: per test input); tokens=True adds
+        '_tokens', the model's input and answer tokens per step (for report.write_trace_html)."""
+        return [r if tokens else {k: v for k, v in r.items() if not k.startswith("_")}
+                for r in self._solve(puzzles, progress)]
+
+    def _solve(self, puzzles, progress: bool) -> list[dict]:
         if isinstance(puzzles, dict) or (isinstance(puzzles, list) and puzzles and isinstance(puzzles[0], dict)):
             if self.kind != "arc":
                 raise PuzzleError([f"ARC tasks given, but this checkpoint solves {self.n}x{self.n} {self.kind}"])
@@ -624,6 +630,10 @@ class Solver:
                f"--global_batch_size={batch}", f"--epochs={epochs}", f"--eval_interval={epochs}",
                f"--max_steps={s['ttt_steps']}", "--log_interval=1", f"--seed={s['seed']}",
                f"--device={s['device']}", f"--dtype={s['dtype']}", f"--trust_checkpoint={s['trust_checkpoint']}"]
+        if self.ckpt_kind == "reference":  # its architecture as given here (a config file, settings)
+            arch = checkpoint.model_settings("reference", self.ck, {**s, "arch": s["arch"]}, self.path)
+            if checkpoint.reference_config(self.path) is None:
+                cmd += [f"--{k}={v}" for k, v in arch.items() if k in checkpoint.SHAPE_KEYS]
         from tqdm import tqdm
         bar = tqdm(total=s["ttt_steps"], desc="test-time training", unit="step", disable=not progress,
                    file=sys.stderr, dynamic_ncols=True)

@@ -105,6 +105,9 @@ def test_answers_equal_evaluate_predictions(which, sudoku, maze, tmp_path):
     assert r2.returncode == 0, r2.stderr
     api = Solver(ckpt).solve(lines)
     assert len(cli) == len(api) == len(lines)
+    drop = lambda r: {k: v for k, v in r.items() if k not in ("source", "seconds")}
+    assert [drop(a) for a in api] == [drop(c) for c in cli]  # the API returns what --format=json prints
+    assert [a["source"] for a in api] == [f"puzzle {i + 1}" for i in range(len(lines))]
     decode = (lambda row: "".join("." if t < 2 else str(t - 1) for t in row)) if which == "sudoku" else \
         (lambda row: "".join(prepare_maze.CHARSET[t - 1] if t >= 1 else "?" for t in row))
     for i, (c, a, t) in enumerate(zip(cli, api, traces)):
@@ -169,7 +172,7 @@ def test_reference_checkpoints_give_the_reference_answers(golden, name):
         text, settings = "\n\n".join(grids), GOLDEN
     else:
         text, settings = "\n".join(rows), reference_settings(VARIANT_ARGS[name])
-    got = Solver(os.path.join(golden, f"ckpt_{name}.pt"), **settings).solve(text)
+    got = Solver(os.path.join(golden, f"ckpt_{name}.pt"), **settings).solve(text, tokens=True)
     assert len(got) == 8
     urm = name.startswith("urm")
     for s, step in enumerate(ref["steps"]):
@@ -418,3 +421,19 @@ def test_bench_solve_rows(sudoku):
     for what in ("CLI, file of 20, halting=fixed", "CLI, file of 20, halting=q", "Solver.solve, one puzzle",
                  "its first call (cold", "CLI, one puzzle"):
         assert what in r.stdout, what
+
+
+def test_arc_with_a_bare_reference_checkpoint(golden, tmp_path):
+    """A reference ARC checkpoint without all_config.yaml, its architecture given as settings:
+    test-time training (train.py) receives that architecture and the attempts come back."""
+    g = [[1, 0], [0, 2]]
+    task = {"train": [{"input": g, "output": g[::-1]}, {"input": g[::-1], "output": g}], "test": [{"input": g}]}
+    (tmp_path / "t.json").write_text(json.dumps(task))
+    r = run("solve.py", f"--ckpt={golden}/ckpt_arc_rope.pt", f"--file={tmp_path}/t.json", "--ttt_steps=2",
+            "--num_aug=1", "--ttt_batch_size=4", "--format=json", "--hidden_size=64", "--num_heads=4",
+            "--expansion=4.0", "--H_cycles=2", "--L_cycles=2", "--L_layers=2", "--puzzle_emb_ndim=64",
+            "--puzzle_emb_len=16", "--pos_encodings=rope", "--mlp_t=False", "--halt_max_steps=4")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = [json.loads(x) for x in r.stdout.splitlines()]
+    assert len(rows) == 1 and rows[0]["task"] == "t" and rows[0]["total_votes"] == 2
+    assert rows[0]["test_time_training_seconds"] > 0 and len(rows[0]["steps"]) == 4
