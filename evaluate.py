@@ -36,6 +36,7 @@ import copy
 import json
 import math
 import os
+import sys
 import time
 from collections import Counter
 from dataclasses import asdict
@@ -59,6 +60,9 @@ export = ""                # 'reference': instead of evaluating, write our --ckp
 out = ""                   # its arch saves its own, to the file --out (all_config.yaml beside it), and stop
 export_dtype = ""          # dtype of the exported initial states: '' = the checkpoint's forward dtype (an exact
                            # round trip), 'bfloat16' = what the references run in by default
+score = ""                 # a Kaggle-format submission.json to score against --solutions (no checkpoint
+solutions = ""             # needed): the ARC Prize rule, per task and over all test inputs; --out=FILE
+                           # also writes the result as JSON
 data = ""                  # dataset directory ('' = the checkpoint's test data)
 out_dir = ""               # where results go ('' = CKPT_DIR/eval; for hf: paths out/eval/OWNER_REPO_PATH)
 config = ""                # train config whose model settings describe a reference checkpoint
@@ -574,6 +578,8 @@ def main(argv=None):
                 and (v is None or isinstance(v, (int, float, bool, str, list)))}
     configure(settings, argv)
     s = settings
+    if s["score"] or s["solutions"]:
+        return score_files(s["score"], s["solutions"], s["out"])
     if not s["ckpt"]:
         raise SystemExit("error: --ckpt=PATH is required")
     if s["export"]:
@@ -628,6 +634,115 @@ def main(argv=None):
         return None
     return report.write_evaluation(out, s, res, arc, dkind, kind=kind, data_dir=data_dir, model_config=cfg,
                                    rt=rt, wall=wall, note=note)
+
+
+# scoring a submission file -------------------------------------------------------
+
+def check_attempt(grid, where: str) -> str | None:
+    """Why grid is not an ARC grid (a non-empty list of equally long rows of 0..9, at most
+    30x30), or None."""
+    if not isinstance(grid, list) or not grid or not all(isinstance(r, list) and r for r in grid):
+        return f"{where}: not a grid (a non-empty list of non-empty rows)"
+    if len({len(r) for r in grid}) > 1:
+        return f"{where}: ragged rows (lengths {sorted({len(r) for r in grid})})"
+    if len(grid) > SIZE or len(grid[0]) > SIZE:
+        return f"{where}: {len(grid)}x{len(grid[0])} grid is larger than {SIZE}x{SIZE}"
+    bad = next((v for r in grid for v in r if type(v) is not int or not 0 <= v <= 9), None)
+    if bad is not None:
+        return f"{where}: cell value {bad!r} is not a colour 0..9"
+    return None
+
+
+def score_submission(sub, sol, sub_name: str = "submission", sol_name: str = "solutions") -> dict:
+    """Score a Kaggle-format submission ({task: [{'attempt_1': grid, 'attempt_2': grid}, ...]})
+    against solutions ({task: [grid, ...]}) with the ARC Prize rule: a test input is solved when
+    either attempt equals its solution exactly, a task scores the fraction of its test inputs
+    solved, the score is the mean over tasks. Also the fraction of all test inputs solved, and
+    per task which inputs were. Every problem with the files is collected: ValueError, one line
+    each (up to 10, then a count)."""
+    problems = []
+    if not isinstance(sub, dict):
+        problems.append(f"{sub_name}: expected an object of task id -> list of attempts")
+    if not isinstance(sol, dict):
+        problems.append(f"{sol_name}: expected an object of task id -> list of grids")
+    if problems:
+        raise ValueError("\n".join(problems))
+    for task in sub:
+        if task not in sol:
+            problems.append(f"{sub_name}: task {task}: not in {sol_name}")
+    per_task = {}
+    for task, grids in sol.items():
+        where = f"{sol_name}: task {task}"
+        if not isinstance(grids, list) or not grids:
+            problems.append(f"{where}: expected a non-empty list of grids")
+            continue
+        problems += [p for i, g in enumerate(grids) if (p := check_attempt(g, f"{where}: test input {i}"))]
+        if task not in sub:
+            problems.append(f"{sub_name}: task {task}: missing (the solutions have it)")
+            continue
+        entries = sub[task]
+        where = f"{sub_name}: task {task}"
+        if not isinstance(entries, list):
+            problems.append(f"{where}: expected a list of attempts, one per test input")
+            continue
+        if len(entries) != len(grids):
+            problems.append(f"{where}: {len(entries)} test inputs, the solutions have {len(grids)}")
+            continue
+        solved = []
+        for i, (entry, want) in enumerate(zip(entries, grids)):
+            if not isinstance(entry, dict):
+                problems.append(f"{where}: test input {i}: expected {{'attempt_1': grid, 'attempt_2': grid}}")
+                continue
+            for k in ("attempt_1", "attempt_2"):
+                if k not in entry:
+                    problems.append(f"{where}: test input {i}: missing {k}")
+                elif p := check_attempt(entry[k], f"{where}: test input {i}: {k}"):
+                    problems.append(p)
+            solved.append(any(entry.get(k) == want for k in ("attempt_1", "attempt_2")))
+        per_task[task] = solved
+    if problems:
+        shown = problems[:10] + ([f"... and {len(problems) - 10} more problems"] if len(problems) > 10 else [])
+        raise ValueError("\n".join(shown))
+    inputs = [x for v in per_task.values() for x in v]
+    return {"rule": "ARC Prize: an input is solved when either of its two attempts equals the solution; "
+                    "a task scores the fraction of its inputs solved; the score is the mean over tasks",
+            "score": float(np.mean([np.mean(v) for v in per_task.values()])) if per_task else 0.0,
+            "tasks": len(per_task), "test_inputs": len(inputs),
+            "test_inputs_solved": int(sum(inputs)),
+            "fraction_of_test_inputs_solved": float(np.mean(inputs)) if inputs else 0.0,
+            "per_task": per_task}
+
+
+def score_files(sub_path: str, sol_path: str, out_path: str = "") -> dict:
+    """evaluate.py --score=SUBMISSION --solutions=SOLUTIONS [--out=FILE]."""
+    if not sub_path or not sol_path:
+        raise SystemExit("error: --score=SUBMISSION.json needs --solutions=SOLUTIONS.json (and the other way round)")
+    loaded = []
+    for path in (sub_path, sol_path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                loaded.append(json.load(f))
+        except OSError as e:
+            raise SystemExit(f"error: {path}: {e.strerror}")
+        except UnicodeDecodeError:
+            raise SystemExit(f"error: {path}: not UTF-8 text")
+        except json.JSONDecodeError as e:
+            raise SystemExit(f"error: {path}: not JSON ({e.msg} at line {e.lineno}, column {e.colno})")
+    try:
+        res = score_submission(*loaded, sub_name=sub_path, sol_name=sol_path)
+    except ValueError as e:
+        for line in str(e).split("\n"):
+            print(f"error: {line}", file=sys.stderr)
+        raise SystemExit(1)
+    for task, solved in res["per_task"].items():
+        print(f"{task}: {sum(solved)}/{len(solved)} test inputs solved ({', '.join('yes' if x else 'no' for x in solved)})")
+    print(f"score {res['score']:.4f} (ARC Prize rule: mean over {res['tasks']} tasks of the fraction of their test "
+          f"inputs solved by either attempt); test inputs solved {res['test_inputs_solved']}/{res['test_inputs']} "
+          f"({res['fraction_of_test_inputs_solved']:.4f})")
+    if out_path:
+        report.write_json(out_path, res, indent=1)
+        print(f"wrote {out_path}")
+    return res
 
 
 def output_folder(s: dict) -> str:

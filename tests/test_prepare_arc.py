@@ -523,3 +523,56 @@ def test_concept_downloaded_then_cached(tmp_path, offline, monkeypatch):
         for k in FIELDS:
             f = f"{split}/all__{k}.npy"
             assert filecmp.cmp(os.path.join(out, f), os.path.join(again, f), shallow=False)
+
+
+def signature(inp, out):
+    """A demonstration pair up to every augmentation prepare_arc.py draws (a dihedral transform and
+    a permutation of the colours 1..9): the smallest, over the 8 transforms, of the pair with its
+    colours renumbered in order of first appearance (0 kept)."""
+    from data import dihedral
+    best = None
+    for t in range(8):
+        a, b = dihedral(np.asarray(inp), t), dihedral(np.asarray(out), t)
+        order = {0: 0}
+        for v in np.concatenate([a.ravel(), b.ravel()]).tolist():
+            order.setdefault(v, len(order))
+        key = (a.shape, b.shape, bytes(order[v] for v in a.ravel().tolist()), bytes(order[v] for v in b.ravel().tolist()))
+        best = key if best is None or key < best else best
+    return best
+
+
+def train_pairs(out):
+    """(name of its puzzle, input grid, output grid) of every train-split example."""
+    from evaluate import crop_moved
+    arrays, _ = load(out, "train")
+    with open(os.path.join(out, "identifiers.json")) as f:
+        names = json.load(f)
+    puzzle = np.searchsorted(arrays["puzzle_indices"], np.arange(len(arrays["inputs"])), side="right") - 1
+    return [(names[arrays["puzzle_identifiers"][p]], *crop_moved(arrays["inputs"][e], arrays["labels"][e]))
+            for e, p in enumerate(puzzle)]
+
+
+def test_held_out_test_tasks_leak_nothing(tmp_path):
+    """--hold_out_test_tasks=True: no demonstration of a test-set task, in any augmentation, is in
+    the train split (nor any variant's identifier); the test split is the default build's, byte
+    for byte. The default build does hold them (the check below can fail)."""
+    from evaluate import inverse_variant
+    prefix, ids = cut_kaggle(str(tmp_path), {"training": 4, "evaluation": 3})
+    kw = dict(input_file_prefix=prefix, subsets=["training", "evaluation"], test_set_name="evaluation",
+              num_aug=4, seed=42, progress=False)
+    held = build(str(tmp_path / "held"), hold_out_test_tasks=True, **kw)
+    default = build(str(tmp_path / "default"), **kw)
+    evaluation = read_kaggle(prefix, "evaluation")
+    secret = {signature(i, o) for t in evaluation.values() for i, o in t["train"] + t["test"]}
+    for out, leaks in ((held, False), (default, True)):
+        pairs = train_pairs(out)
+        in_test = [inverse_variant(n)[0] in evaluation for n, _, _ in pairs]
+        seen = [signature(i, o) in secret for _, i, o in pairs]
+        assert any(in_test) == leaks and any(seen) == leaks, out
+    # what is left in train is exactly the default build's non-test rows (same variants)
+    assert len(train_pairs(held)) == sum(inverse_variant(n)[0] not in evaluation for n, _, _ in train_pairs(default))
+    for f in sorted(os.listdir(os.path.join(default, "test"))) + ["identifiers.json", "test_puzzles.json"]:
+        path = os.path.join("test", f) if not f.endswith("puzzles.json") and f != "identifiers.json" else f
+        assert filecmp.cmp(os.path.join(default, path), os.path.join(held, path), shallow=False), f
+    with pytest.raises(ValueError, match="choose one"):
+        build(str(tmp_path / "x"), hold_out_test_tasks=True, val_pairs=1, **kw)
