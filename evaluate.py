@@ -74,6 +74,9 @@ halting = "fixed"          # 'fixed': every example runs halt_max_steps steps (t
 eval_max_examples = 0      # evaluate a fixed, seeded subset of about this many test examples (whole puzzles)
 use_ema = True             # evaluate the EMA weights when the checkpoint holds them
 variants = "all"           # ARC: vote over 'all' augmented variants, or the 'canonical' one only
+puzzle_ids = "own"         # which puzzle-embedding row each test example is evaluated with: 'own' (its
+                           # puzzle's), 'blank' (the blank identifier's), 'mean' (the mean of all puzzle
+                           # rows), 'random' (another task's puzzle's, seeded), or 'all' of them side by side
 scoring = "per_input"      # ARC: a task scores the fraction of its test inputs solved ('per_input', TRM
                            # and URM), or 1 only when all are ('all_or_nothing', HRM's notebook)
 pass_ks = [1, 2, 5, 10, 100, 1000]
@@ -260,6 +263,15 @@ class ARCEvaluator:
                 self.tasks = split_tasks(data_dir, split, self.names)
             except ValueError as e:
                 raise ValueError(f"{path}: not found, nor the tasks in the '{split}' split ({e})") from None
+        # tasks whose test outputs were not given (a challenges file without solutions: prepare_arc.py
+        # names them in test_no_solutions.json; a dataset from elsewhere: every test output the
+        # builders' [[0]] placeholder): their votes make submission.json, never a score
+        unknown = os.path.join(data_dir, puzzles.replace("_puzzles.json", "_no_solutions.json"))
+        if os.path.isfile(unknown):
+            with open(unknown) as f:
+                self.unsolved = set(json.load(f)) & set(self.tasks)
+        else:
+            self.unsolved = {t for t, v in self.tasks.items() if all(p.get("output") == [[0]] for p in v["test"])}
         self.pass_ks, self.variants, self.blank = list(pass_ks), variants, blank_identifier_id
         self.maj_ks = [int(k) for k in maj_ks]
         self.votes = {}    # (task, input key) -> [(prediction key, sigmoid q_halt, example index)]
@@ -321,6 +333,8 @@ class ARCEvaluator:
         (per_input), or 1 when all of them are (all_or_nothing)."""
         per_task = {}
         for task, i, ikey, lkey in self.test_inputs():
+            if task in self.unsolved:
+                continue
             ranked = ranked_of(task, ikey)
             hits = [any(c[0] == lkey for c in ranked[:k]) for k in ks]
             per_task.setdefault(task, []).append(hits)
@@ -336,6 +350,8 @@ class ARCEvaluator:
         gens = [np.random.default_rng([k, seed & (2**64 - 1)]) for k in ks]  # one stream per K
         per_task = {}
         for task, i, ikey, lkey in self.test_inputs():
+            if task in self.unsolved:
+                continue
             votes = sorted(self.votes.get((task, ikey), []), key=lambda v: v[2])  # split order
             hits = [False] * len(ks)
             if votes:
@@ -372,13 +388,17 @@ class ARCEvaluator:
             attempts = [key_grid(c[0]).tolist() for c in cands[:2]]
             attempts += attempts[:1] * (2 - len(attempts)) if attempts else [[[0]], [[0]]]  # no prediction: a blank answer
             submission.setdefault(task, []).append({"attempt_1": attempts[0], "attempt_2": attempts[1]})
+            known = task not in self.unsolved  # else: no solution given, nothing is correct or not
             rows.append({"task": task, "test_index": i,
-                         "correct@1": any(c[0] == lkey for c in cands[:1]),
-                         "correct@2": any(c[0] == lkey for c in cands[:2]),
+                         "correct@1": any(c[0] == lkey for c in cands[:1]) if known else None,
+                         "correct@2": any(c[0] == lkey for c in cands[:2]) if known else None,
                          "votes": sum(c[1] for c in cands),
-                         "top": [{"votes": n, "mean_q": round(q, 6), "correct": k == lkey} for k, n, q in cands[:5]]})
-        out = {"metrics": metrics, "submission": submission, "rows": rows}
-        if curve_repeats:
+                         "top": [{"votes": n, "mean_q": round(q, 6), "correct": k == lkey if known else None}
+                                 for k, n, q in cands[:5]]})
+        if not per_task:  # no test task has solutions: no score at all
+            metrics = {}
+        out = {"metrics": metrics, "submission": submission, "rows": rows, "unsolved": sorted(self.unsolved)}
+        if curve_repeats and per_task:
             out["curve"] = self.curve(curve_repeats, rng)
         return out
 
@@ -407,8 +427,10 @@ class ARCEvaluator:
         by_task = {}
         for row, (task, i, ikey, lkey) in zip(res["rows"], self.test_inputs()):
             cands = self.rank(self.votes.get((task, ikey), []))[:2]
+            known = task not in self.unsolved
             by_task.setdefault(task, []).append({
-                "index": i, "input": self.tasks[task]["test"][i]["input"], "target": self.tasks[task]["test"][i]["output"],
+                "index": i, "input": self.tasks[task]["test"][i]["input"],
+                "target": self.tasks[task]["test"][i]["output"] if known else None,
                 "attempts": [key_grid(c[0]).tolist() for c in cands] or [None], "votes": [c[1] for c in cands],
                 "correct": row["correct@2"]})
         return [{"task": t, "demos": [[p["input"], p["output"]] for p in self.tasks[t]["train"]], "tests": tests}
@@ -586,6 +608,8 @@ def main(argv=None):
         return export_checkpoint(s)
     if s["halting"] not in ("fixed", "q"):
         raise SystemExit(f"error: halting must be 'fixed' or 'q', got {s['halting']!r}")
+    if s["puzzle_ids"] not in PUZZLE_ID_MODES + ("all",):
+        raise SystemExit(f"error: puzzle_ids must be one of {', '.join(PUZZLE_ID_MODES)} or all, got {s['puzzle_ids']!r}")
     out = output_folder(s)
     torch.manual_seed(s["seed"])
     rt = runtime.setup(s["device"], s["dtype"], s["ddp_timeout"])
@@ -624,16 +648,102 @@ def main(argv=None):
 
     paths = rt.op_paths()  # each op's path for the whole run, the same on every rank (report.json: op_paths)
     rt.log(f"ops on {rt.device_type}: " + ", ".join(f"{op} {paths[op]}" for op in ops.OPS))
+    modes = list(PUZZLE_ID_MODES) if s["puzzle_ids"] == "all" else [s["puzzle_ids"]]
+    if modes != ["own"] and not hasattr(model, "puzzle_emb"):
+        rt.log(f"puzzle_ids={s['puzzle_ids']}: this model has no puzzle embedding (puzzle_emb_ndim=0), so the "
+               f"setting has no effect; evaluating once")
+        modes = ["own"]
     if rt.device_type == "cuda":
         torch.cuda.reset_peak_memory_stats(rt.device)
-    t0 = time.time()
-    res = run_evaluation(model, test_data, arc, s, rt, note)
-    wall = time.time() - t0
+    own_table = model.puzzle_emb.weights.clone() if hasattr(model, "puzzle_emb") else None
+    names = read_identifiers(first_dir)
+    side = {}  # puzzle_ids=all: each mode's metrics
+    for mode in modes:
+        if own_table is not None:
+            model.puzzle_emb.weights.copy_(puzzle_table(mode, own_table, meta.blank_identifier_id, names, s["seed"]))
+        mode_note = note + (f" [puzzle_ids={mode}]" if mode != "own" else "")
+        if mode == modes[0]:  # the full report: the one mode asked for, or 'own' of all
+            t0 = time.time()
+            res = run_evaluation(model, test_data, arc, s, rt, mode_note)
+            wall = time.time() - t0
+            main_arc = arc
+        else:  # the figures only, halting as asked
+            mode_arc = empty_pool(arc) if arc is not None else None
+            long = rt.master and test_data.num_examples() >= 10 * test_data.global_batch_size
+            res = evaluate_split(model, test_data, rt.device, arc=mode_arc, reduce=rt.all_reduce if rt.ddp else None,
+                                 halt_on_q=s["halting"] == "q", progress=f"evaluating{mode_note}" if long else None)
+            if mode_arc is not None:
+                mode_arc.gather(rt)
+        if len(modes) > 1 and rt.master:
+            mode_arc = arc if mode == modes[0] else mode_arc
+            side[mode] = ablation_row(res, mode_arc.result(bootstrap=s["bootstrap"], seed=s["seed"])
+                                      if mode_arc is not None else None)
+        if mode == modes[0]:
+            first_res = res
     rt.close()
     if not rt.master:
         return None
-    return report.write_evaluation(out, s, res, arc, dkind, kind=kind, data_dir=data_dir, model_config=cfg,
-                                   rt=rt, wall=wall, note=note)
+    rep = report.write_evaluation(out, s, first_res, main_arc, dkind, kind=kind, data_dir=data_dir, model_config=cfg,
+                                  rt=rt, wall=wall, note=note + (f" [puzzle_ids={modes[0]}]" if modes[0] != "own" else ""))
+    rep["provenance"]["puzzle_ids"] = s["puzzle_ids"] if len(modes) > 1 or hasattr(model, "puzzle_emb") else "own"
+    if side:
+        rep["puzzle_ids"] = report.write_ablation(out, side, note)
+    report.write_json(os.path.join(out, "report.json"), rep, indent=1)
+    return rep
+
+
+# puzzle identity: evaluating with rows other than each puzzle's own ---------------
+
+PUZZLE_ID_MODES = ("own", "blank", "mean", "random")
+
+
+def puzzle_table(mode: str, table: torch.Tensor, blank: int, names: list | None = None, seed: int = 0) -> torch.Tensor:
+    """The puzzle-embedding table to evaluate with under puzzle_ids=mode, from the model's own:
+    'own' unchanged; 'blank' every puzzle's row replaced by the blank identifier's; 'mean' by the
+    mean of all puzzles' rows (the blank row left out of the mean); 'random' by the row of another
+    puzzle, drawn with `seed` from the puzzles of other tasks (ARC: the task a variant's name
+    names; elsewhere each row is its own puzzle). The blank row itself never changes."""
+    if mode == "own":
+        return table
+    rows = [i for i in range(len(table)) if i != blank]
+    out = table.clone()
+    if not rows:
+        return out
+    if mode == "blank":
+        out[rows] = table[blank]
+    elif mode == "mean":
+        out[rows] = table[rows].float().mean(0).to(table.dtype)
+    elif mode == "random":
+        out[rows] = table[random_rows(len(table), blank, names, seed)[rows]]
+    else:
+        raise ValueError(f"unknown puzzle_ids mode {mode!r}")
+    return out
+
+
+def random_rows(n: int, blank: int, names: list | None, seed: int) -> torch.Tensor:
+    """[n] source row of each row for puzzle_ids=random: a row of another task, seeded (the blank
+    row maps to itself)."""
+    task = [inverse_variant(names[i])[0] if names is not None and i < len(names) else i for i in range(n)]
+    rows = np.array([i for i in range(n) if i != blank])
+    if len({task[i] for i in rows}) < 2:
+        raise SystemExit("error: puzzle_ids=random needs puzzles of at least two tasks")
+    rng = np.random.default_rng(seed)
+    src = np.arange(n)
+    for i in rows:
+        j = int(rows[rng.integers(len(rows))])
+        while task[j] == task[i]:
+            j = int(rows[rng.integers(len(rows))])
+        src[i] = j
+    return torch.as_tensor(src)
+
+
+def ablation_row(res: dict, arc_result: dict | None) -> dict:
+    """One puzzle_ids mode's figures: exact and token accuracy per set, ARC pass@1 / pass@2 and
+    their intervals."""
+    row = {f"{k}/{m}": v[m] for k, v in res["sets"].items() for m in ("exact_accuracy", "accuracy", "lm_loss")}
+    if arc_result is not None:
+        row.update({k: v for k, v in arc_result["metrics"].items() if k in ("pass@1", "pass@2", "pass@1_ci95", "pass@2_ci95")})
+    return row
 
 
 # scoring a submission file -------------------------------------------------------

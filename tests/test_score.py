@@ -77,3 +77,61 @@ def test_bad_submissions_are_named(tmp_path):
     assert r.returncode != 0 and r.stderr.startswith(f"error: {broken}: not JSON")
     r = run(f"--score={sub}")
     assert r.returncode != 0 and "needs --solutions" in r.stderr
+
+
+ARC_ROPE = ["--hidden_size=64", "--num_heads=4", "--expansion=4.0", "--H_cycles=2", "--L_cycles=2", "--L_layers=2",
+            "--puzzle_emb_ndim=64", "--puzzle_emb_len=16", "--pos_encodings=rope", "--mlp_t=False",
+            "--halt_max_steps=2", "--batch_size=8", "--curve_repeats=2", "--bootstrap=10"]
+
+
+@pytest.mark.parametrize("drop", ["all", "one"])
+def test_split_without_solutions_is_not_scored(golden, tmp_path, drop):
+    """A test split built from a challenges file without solutions (all of it, or one task's)
+    says so: submission.json is written, no score is printed or stored for those tasks, and the
+    page draws their attempts under 'no solution given'."""
+    import prepare_arc
+    from conftest import ARC_REF_TASKS, arc1_tasks, write_kaggle
+    arc1 = arc1_tasks()
+    prefix = write_kaggle(str(tmp_path), {s: [arc1[s][i] for i in ids] for s, ids in ARC_REF_TASKS.items()})
+    sol_path = f"{prefix}_evaluation_solutions.json"
+    with open(sol_path) as f:
+        sol = json.load(f)
+    os.remove(sol_path)  # the test inputs have no outputs, unless the challenges carry them
+    missing = sorted(sol)[0]
+    if drop == "one":  # every task but one carries its test outputs inside the challenges file
+        with open(f"{prefix}_evaluation_challenges.json") as f:
+            ch = json.load(f)
+        for k in ch:
+            if k != missing:
+                ch[k]["test"] = [{"input": t["input"], "output": o} for t, o in zip(ch[k]["test"], sol[k])]
+        write(tmp_path, "arc-agi_evaluation_challenges.json", ch)
+    data = str(tmp_path / "data")
+    prepare_arc.build(data, input_file_prefix=prefix, subsets=["training", "evaluation"], test_set_name="evaluation",
+                      num_aug=2, progress=False)
+    with open(os.path.join(data, "test_no_solutions.json")) as f:
+        unsolved = json.load(f)
+    assert sorted(unsolved) == (sorted(ARC_REF_TASKS["evaluation"]) if drop == "all" else [missing])
+    out = tmp_path / "eval"
+    r = subprocess.run([sys.executable, "evaluate.py", f"--ckpt={golden}/ckpt_arc_rope.pt", f"--data={data}", *ARC_ROPE,
+                        f"--out_dir={out}"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "TRM_USE_EXT": "off"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    with open(out / "report.json") as f:
+        rep = json.load(f)
+    with open(out / "submission.json") as f:
+        assert sorted(json.load(f)) == sorted(ARC_REF_TASKS["evaluation"])
+    page = (out / "report.html").read_text()
+    rows = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    if drop == "all":
+        assert "this split has no solutions" in r.stdout and "ARC: no solutions given for the 2 test tasks" in r.stdout
+        assert "[all]" not in r.stdout and "pass@1" not in r.stdout
+        assert rep["no_solutions"] is True and rep["metrics"] == {} and rep["steps"] == []
+        assert not any(k.startswith("pass@") for k in rep["arc"])
+        assert all(x["correct@2"] is None for x in rows)
+        assert page.count("no solution given") >= 3 and "✗" not in page
+    else:
+        assert "(over the 1 tasks with solutions; 1 without are not scored)" in r.stdout
+        assert rep["no_solutions"] is False and "pass@2" in rep["arc"] and rep["arc"]["unsolved"] == [missing]
+        assert [x["correct@2"] is None for x in rows] == [x["task"] == missing for x in rows]
+        assert "no solution given" in page
+    assert rep["arc"]["rule"].startswith("pass@K: a test input counts as solved")
