@@ -134,7 +134,7 @@ MAZE = dict(source="hub", source_repo="sapientinc/maze-30x30-hard-1k", input_dir
             output_dir="data/maze-30x30-hard-1k", size=30, num_train=1000, num_test=1000, min_path_len=None,
             loop_prob=0.05, subsample_size=None, aug=False, seed=0, val_fraction=0.0)
 ARC = dict(input_file_prefix=None, version=1, subsets=None, test_set_name=None, output_dir=None, num_aug=1000,
-           seed=42, task_ids=None, num_workers=None, val_pairs=0)
+           seed=42, task_ids=None, num_workers=None, val_pairs=0, hold_out_test_tasks=False)
 
 
 @pytest.mark.parametrize("name, argv, want", [
