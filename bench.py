@@ -10,6 +10,7 @@ and on the csrc/ extension ('ext') side by side, in the same run.
     python bench.py --compile=True --configs=arc,sudoku --time_halting=False  # the same under torch.compile
     python bench.py --device_check=True               # check a (GPU) machine in < 10 min: one summary table
     python bench.py --solve=True                      # solve.py: puzzles/s, latency, memory, one ARC task
+    python bench.py --time_to_accuracy=sudoku,sudoku_hard   # training time to a target: CGAR's changes vs none
     python bench.py --time_ops=False --time_steps=False --prepare=True \
         --prepare_input=kaggle/combined/arc-agi --reference_repo=../TinyRecursiveModels
                                                       # prepare_arc.py against the reference builder
@@ -35,6 +36,14 @@ worker processes, sampled every 20 ms; an upper bound where workers share pages)
 
 --solve=True times solve.py on the quick start's checkpoint (solve_ckpt) and, with an ARC checkpoint
 (solve_arc_ckpt), one small ARC task end to end, test-time training included (bench_solve).
+
+--time_to_accuracy=TASKS trains each task of TTA_TASKS with train.py, once per variant (TTA_VARIANTS:
+neither change, the depth curriculum, the supervision weighting, both) and seed, one run after the
+other on this machine, evaluating the held-out puzzles every TTA_TASKS eval_interval epochs. Per
+variant: the training time (evaluations left out) and the steps until the exact accuracy first
+reaches the task's target, the exact accuracy at the end of the schedule, and the whole run's
+training time, as median [min-max] over the seeds, and how many seeds reached the target
+(bench_time_to_accuracy).
 
 --device_check=True checks a machine, each part in its own time-bounded process, one after the
 other (a part that fails or runs out of time is reported, and the others still run):
@@ -102,6 +111,13 @@ solve_ckpt = "out/sudoku-mini/ckpt.pt"   # --solve: the quick start's checkpoint
 solve_arc_ckpt = "out/arc-mini/ckpt.pt"  # --solve: an ARC checkpoint ('' = skip the ARC rows)
 solve_puzzles = 1000       # --solve: Sudoku puzzles in the file
 solve_arc_settings = ["", "--num_aug=15 --ttt_steps=300"]  # --solve: the ARC task under the defaults, then these
+time_to_accuracy = ""      # train to a target instead: tasks of TTA_TASKS, comma separated ('sudoku,sudoku_hard')
+tta_variants = "baseline,depth,weight,both"  # --time_to_accuracy: which of TTA_VARIANTS, each over tta_seeds seeds
+tta_seeds = 3              # --time_to_accuracy: seeds 0..tta_seeds-1 of every variant
+tta_depth = "cgar"         # --time_to_accuracy: the depth_schedule of 'depth' and 'both'
+tta_decay = 0.7            # --time_to_accuracy: the supervision_decay of 'weight' and 'both'
+tta_out = ""               # --time_to_accuracy: keep the runs (data, checkpoints, logs) here ('' = a temporary folder)
+tta_args = ""              # --time_to_accuracy: extra train.py settings for every run, e.g. '--epochs=20 --eval_interval=1'
 seed = 0
 # -----------------------------------------------------------------------------
 from configurator import configure  # noqa: E402
@@ -618,6 +634,106 @@ def bench_solve():
     return 0
 
 
+# -----------------------------------------------------------------------------
+# time to accuracy (--time_to_accuracy)
+
+# task -> (builder module, its build settings, train.py settings, target exact accuracy). Each
+# sized so that the baseline reaches its target in a few minutes on 2 CPU cores and keeps
+# training a while after (the end-of-schedule accuracy shows what a change costs or gains).
+TTA_TASKS = {
+    # the quick start: the mini Sudoku (6x6, 18 of 36 cells blank), config/sudoku_mini.py as it is
+    "sudoku": ("prepare_sudoku", dict(source="generate", size=6, num_train=2000, num_test=500, min_blanks=18,
+                                      num_aug=9, seed=0),
+               ["config/sudoku_mini.py", "--eval_interval=2"], 0.95),
+    # harder: 6x6 with 22 of 36 cells blank (fewer clues, more steps of deduction), the same model
+    "sudoku_hard": ("prepare_sudoku", dict(source="generate", size=6, num_train=4000, num_test=500, min_blanks=22,
+                                           num_aug=9, seed=0),
+                    ["config/sudoku_mini.py", "--epochs=30", "--eval_interval=2"], 0.80),
+}
+TTA_VARIANTS = {"baseline": [], "depth": ["--depth_schedule={depth}"], "weight": ["--supervision_decay={decay}"],
+                "both": ["--depth_schedule={depth}", "--supervision_decay={decay}"]}
+EVAL_LINE = re.compile(r"eval step (\d+) \[all\] .*exact_accuracy ([\d.]+).*after ([\d.]+)s of training")
+
+
+def tta_run(task: str, variant: str, seed: int, data: str, out: str) -> dict:
+    """One train.py run: [(step, exact accuracy, training seconds)] at each evaluation."""
+    _, _, args, _ = TTA_TASKS[task]
+    extra = [a.format(depth=tta_depth, decay=tta_decay) for a in TTA_VARIANTS[variant]]
+    cmd = [sys.executable, "train.py", *args, f"--data_dir={data}", f"--out_dir={out}", f"--seed={seed}",
+           "--device=cpu" if not cuda else f"--device={device}", *extra, *tta_args.split()]
+    with open(out + ".log", "w") as log:
+        r = subprocess.run(cmd, cwd=HERE, stdout=log, stderr=subprocess.STDOUT, text=True,
+                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    with open(out + ".log") as f:
+        text = f.read()
+    if r.returncode:
+        raise SystemExit(f"error: {' '.join(cmd)} failed ({r.returncode}); its output: {out}.log\n{text[-2000:]}")
+    return [(int(m[1]), float(m[2]), float(m[3])) for m in EVAL_LINE.finditer(text)]
+
+
+def tta_summary(evals: list, target: float) -> dict:
+    """Where a run first reached the target (None: never), and how it ended."""
+    hit = next(((step, secs) for step, acc, secs in evals if acc >= target), (None, None))
+    return {"steps_to_target": hit[0], "seconds_to_target": hit[1], "final_exact": evals[-1][1],
+            "final_step": evals[-1][0], "seconds": evals[-1][2]}
+
+
+def spread(values, fmt):
+    """median [min-max] of the values that are not None, and how many are."""
+    v = [x for x in values if x is not None]
+    if not v:
+        return "-"
+    text = fmt(statistics.median(v))
+    return text + (f" [{fmt(min(v))}-{fmt(max(v))}]" if len(v) > 1 else "")
+
+
+def bench_time_to_accuracy():
+    tasks = [t.strip() for t in time_to_accuracy.split(",") if t.strip()]
+    variants = [v.strip() for v in tta_variants.split(",") if v.strip()]
+    for name, known, what in (("task", TTA_TASKS, tasks), ("variant", TTA_VARIANTS, variants)):
+        for x in what:
+            if x not in known:
+                raise SystemExit(f"error: unknown time_to_accuracy {name} {x!r}: expected one of {', '.join(known)}")
+    root = tta_out or tempfile.mkdtemp(prefix="bench-tta-")
+    os.makedirs(root, exist_ok=True)
+    print(f"time to accuracy: {', '.join(tasks)}; variants {', '.join(variants)}; seeds 0-{tta_seeds - 1}; "
+          f"depth_schedule={tta_depth!r}, supervision_decay={tta_decay}; device {device}, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}; runs in {root}", flush=True)
+    for task in tasks:
+        builder, build_kw, args, target = TTA_TASKS[task]
+        data = os.path.join(root, task, "data")
+        if not os.path.isdir(data):
+            __import__(builder).build(data, **build_kw)
+        results = {}
+        for seed in range(tta_seeds):  # seeds outermost: a drift of the machine's speed hits every variant alike
+            for v in variants:
+                out = os.path.join(root, task, f"{v}-seed{seed}")
+                if os.path.exists(os.path.join(out, "ckpt.pt")):
+                    shutil.rmtree(out)
+                res = tta_summary(tta_run(task, v, seed, data, out), target)
+                results.setdefault(v, []).append(res)
+                record(kind="time_to_accuracy", task=task, variant=v, seed=seed, target=target, **res)
+                hit = (f"target at step {res['steps_to_target']} ({res['seconds_to_target']:.0f}s)"
+                       if res["steps_to_target"] is not None else "target not reached")
+                print(f"  {task} {v} seed {seed}: {hit}, final exact {res['final_exact']:.4f} at step "
+                      f"{res['final_step']}, {res['seconds']:.0f}s of training", flush=True)
+        print(f"\n{task}: target exact accuracy {target:.0%} on the held-out puzzles; "
+              f"train.py {' '.join(args)} {tta_args}".rstrip())
+        print(f"{'variant':<10}{'reached':>9}{'s to target':>22}{'steps to target':>22}{'final exact':>24}"
+              f"{'s in all':>20}")
+        for v in variants:
+            rs = results[v]
+            print(f"{v:<10}{sum(r['steps_to_target'] is not None for r in rs):>6}/{len(rs):<2}"
+                  f"{spread([r['seconds_to_target'] for r in rs], lambda x: f'{x:.0f}'):>22}"
+                  f"{spread([r['steps_to_target'] for r in rs], lambda x: f'{x:.0f}'):>22}"
+                  f"{spread([r['final_exact'] for r in rs], lambda x: f'{x:.4f}'):>24}"
+                  f"{spread([r['seconds'] for r in rs], lambda x: f'{x:.0f}'):>20}")
+        print(flush=True)
+    if not tta_out:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
 def identical(a: str, b: str) -> bool:
     files = sorted(os.path.relpath(os.path.join(d, f), a) for d, _, fs in os.walk(a) for f in fs)
     return bool(files) and all(filecmp.cmp(os.path.join(a, f), os.path.join(b, f), shallow=False) for f in files)
@@ -963,6 +1079,8 @@ if ext_check:
     raise SystemExit(run_ext_check())
 if solve:
     raise SystemExit(bench_solve())
+if time_to_accuracy:
+    raise SystemExit(bench_time_to_accuracy())
 if device_check:
     raise SystemExit(run_device_check())
 if prepare:

@@ -348,6 +348,15 @@ class Carry:
                 for k, v in state.items()}
 
 
+def supervision_weights(decay: float, n: int) -> torch.Tensor:
+    """[n] float32: the loss weight of ACT steps 1..n under supervision weighting, decay ** (t - 1)
+    for step t, scaled so that the n weights average 1 (decay 1.0: every weight 1, the references'
+    loss). CGAR (arXiv 2511.08653) normalises them to sum to 1 instead; under Adam-type optimisers
+    a constant factor on the loss changes almost nothing, and this scale leaves decay 1.0 exact."""
+    w = decay ** torch.arange(n, dtype=torch.float64)
+    return (w * (n / w.sum())).float()
+
+
 class TRM(nn.Module):
     def __init__(self, cfg: TRMConfig):
         super().__init__()
@@ -384,6 +393,13 @@ class TRM(nn.Module):
             self.L_init = nn.Buffer(trunc_normal_(torch.empty(h), 1.0))
         # the recursion of one ACT step, chosen once
         self.recursion = {"trm": self.deep_recursion, "hrm": self.hrm_recursion, "urm": self.urm_recursion}[cfg.arch]
+        # training schedules (train.py sets them; None = off, the references' training):
+        # train_depth, an (H_cycles, L_cycles) that training runs instead of cfg's (a depth
+        # curriculum); evaluation (model.eval()) always runs cfg's full depth
+        self.train_depth = None
+        # step_weights [halt_max_steps], the weight of the loss of each ACT step while training
+        # (supervision_weights)
+        self.step_weights = None
 
     # ----------------------------------------------------------------------------------------
     # the network
@@ -404,10 +420,16 @@ class TRM(nn.Module):
     # ----------------------------------------------------------------------------------------
     # the recursion, as the paper writes it: y is z_H (the answer), z is z_L (the latent)
 
+    def cycles(self):
+        """(H_cycles, L_cycles) of this call: the depth curriculum's while training, else cfg's."""
+        if self.training and self.train_depth is not None:
+            return self.train_depth
+        return self.cfg.H_cycles, self.cfg.L_cycles
+
     def latent_recursion(self, x, y, z, rope):
         """n = L_cycles updates of the latent from the input, the answer and itself, then one
         update of the answer from the latent alone (one net for both)."""
-        for _ in range(self.cfg.L_cycles):
+        for _ in range(self.cycles()[1]):
             z = self.L_level(z, y + x, rope)
         y = self.L_level(y, z, rope)
         return y, z
@@ -416,18 +438,18 @@ class TRM(nn.Module):
         """T = H_cycles latent recursions: T - 1 without gradient, which only move the state
         forward, then one with gradient, so memory does not grow with depth."""
         with torch.no_grad():
-            for _ in range(self.cfg.H_cycles - 1):
+            for _ in range(self.cycles()[0] - 1):
                 y, z = self.latent_recursion(x, y, z, rope)
         return self.latent_recursion(x, y, z, rope)
 
     def hrm_recursion(self, x, y, z, rope):
         """HRM: TRM's cycles with a second stack for the answer update (H_level), and gradient
         only through the very last latent and answer updates (its "1-step gradient")."""
-        cfg = self.cfg
+        H, L = self.cycles()
         with torch.no_grad():
-            for cycle in range(cfg.H_cycles):
-                last = cycle == cfg.H_cycles - 1
-                for _ in range(cfg.L_cycles - last):  # the last cycle's final update comes below
+            for cycle in range(H):
+                last = cycle == H - 1
+                for _ in range(L - last):  # the last cycle's final update comes below
                     z = self.L_level(z, y + x, rope)
                 if not last:
                     y = self.H_level(y, z, rope)
@@ -443,10 +465,11 @@ class TRM(nn.Module):
                 s = layer(s, rope)
             return s
 
+        H, L = self.cycles()
         with torch.no_grad():
-            for _ in range((self.cfg.H_cycles - 1) * self.cfg.L_cycles):
+            for _ in range((H - 1) * L):
                 s = iteration(s)
-        for _ in range(self.cfg.L_cycles):
+        for _ in range(L):
             s = iteration(s)
         return s, s  # URM's carry keeps its one state as both z_H and z_L
 
@@ -534,15 +557,21 @@ class TRM(nn.Module):
         row_q_halt_loss = F.binary_cross_entropy_with_logits(
             outputs["q_halt_logits"], seq_correct.to(outputs["q_halt_logits"].dtype), reduction="none")
         lm_loss, q_halt_loss = row_lm_loss.sum(), row_q_halt_loss.sum()
-        loss = lm_loss + 0.5 * q_halt_loss
+        # supervision weighting: each row's loss times the weight of the ACT step it is at
+        w = self.step_weights[carry.steps.long() - 1] if self.training and self.step_weights is not None else None
+        if w is None:
+            loss = lm_loss + 0.5 * q_halt_loss
+        else:
+            loss = (w * row_lm_loss).sum() + 0.5 * (w * row_q_halt_loss).sum()
         rows = {"preds": preds, "exact": seq_correct, "token_accuracy": (correct.float() / divisor).sum(-1),
                 "labelled": count > 0, "q_halt_correct": (outputs["q_halt_logits"] >= 0) == seq_correct,
                 "steps": carry.steps, "lm_loss": row_lm_loss.detach(), "q_halt_loss": row_q_halt_loss.detach()}
         metrics = {**self.summarize(rows, carry.halted), "lm_loss": lm_loss.detach(), "q_halt_loss": q_halt_loss.detach()}
         if "target_q_continue" in outputs:
-            q_continue_loss = F.binary_cross_entropy_with_logits(
-                outputs["q_continue_logits"], outputs["target_q_continue"], reduction="sum")
-            loss = loss + 0.5 * q_continue_loss
+            row_q_continue_loss = F.binary_cross_entropy_with_logits(
+                outputs["q_continue_logits"], outputs["target_q_continue"], reduction="none")
+            q_continue_loss = row_q_continue_loss.sum()
+            loss = loss + 0.5 * (q_continue_loss if w is None else (w * row_q_continue_loss).sum())
             metrics["q_continue_loss"] = q_continue_loss.detach()
         return loss, metrics, rows
 

@@ -283,6 +283,49 @@ def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, min_ra
     return base_lr * (min_ratio + max(0.0, (1 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))))
 
 
+def depth_stages(spec: str, H_cycles: int, L_cycles: int) -> list[tuple[float, int, int]]:
+    """
+    A depth curriculum as [(start, H, L), ...]: from the fraction `start` of the training schedule
+    on, training runs H answer updates of L latent updates each (H_cycles, L_cycles) until the next
+    stage starts. `spec` is 'START:HxL,...' (the first START 0, increasing, each depth at least 1
+    and at most the model's), 'cgar' for CGAR's three stages (arXiv 2511.08653: a third, two thirds
+    and all of each depth, rounded up, from 0, 0.3 and 0.6 of the schedule; (1,2), (2,4), (3,6) for
+    the paper's H_cycles=3, L_cycles=6), or '' for none (always the model's depth). ValueError names
+    what is wrong.
+    """
+    if not spec:
+        return []
+    if spec == "cgar":
+        return [(0.0, -(-H_cycles // 3), -(-L_cycles // 3)), (0.3, -(-2 * H_cycles // 3), -(-2 * L_cycles // 3)),
+                (0.6, H_cycles, L_cycles)]
+    stages = []
+    for part in spec.split(","):
+        start, _, depth = part.partition(":")
+        H, _, L = depth.partition("x")
+        try:
+            stage = (float(start), int(H), int(L))
+        except ValueError:
+            raise ValueError(f"depth_schedule {spec!r}: stage {part!r} is not START:HxL (e.g. 0.3:2x4)") from None
+        if not 1 <= stage[1] <= H_cycles or not 1 <= stage[2] <= L_cycles:
+            raise ValueError(f"depth_schedule {spec!r}: stage {part!r} must have 1 <= H <= H_cycles ({H_cycles}) "
+                             f"and 1 <= L <= L_cycles ({L_cycles})")
+        if (stages and stage[0] <= stages[-1][0]) or not 0 <= stage[0] < 1 or (not stages and stage[0] != 0):
+            raise ValueError(f"depth_schedule {spec!r}: stage starts must begin at 0 and increase below 1")
+        stages.append(stage)
+    return stages
+
+
+def depth_at(stages: list, step: int, total_steps: int) -> tuple[int, int] | None:
+    """(H_cycles, L_cycles) of the depth curriculum at a 1-based step: the last stage that starts at
+    or before (step - 1) / total_steps. None without stages."""
+    progress = (step - 1) / max(1, total_steps)
+    current = None
+    for start, H, L in stages:
+        if progress >= start:
+            current = (H, L)
+    return current
+
+
 class EMA:
     """
     Exponential moving average of a model's trainable parameters (buffers, such as the puzzle

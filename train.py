@@ -27,8 +27,8 @@ import report
 import runtime
 from data import PuzzleDataset, read_identifiers
 from evaluate import ARCEvaluator, evaluate_split, is_arc_dataset, subset_tasks
-from model import TRM, Carry, TRMConfig
-from optim import EMA, lr_at, make_optimizers, train_step
+from model import TRM, Carry, TRMConfig, supervision_weights
+from optim import EMA, depth_at, depth_stages, lr_at, make_optimizers, train_step
 
 # -----------------------------------------------------------------------------
 # default config: the mini Sudoku (generated 6x6 puzzles, half the cells blank)
@@ -89,6 +89,10 @@ puzzle_emb_lr = 1e-2
 puzzle_emb_weight_decay = 0.1
 ema = True                     # evaluate and export the exponential moving average of the weights
 ema_rate = 0.99                # a short run: average over the last ~100 steps (paper: 0.999)
+# cheaper training (CGAR, arXiv 2511.08653; off by default, as in the references; BENCHMARKS.md)
+depth_schedule = ""            # train shallower early: 'START:HxL,...' stages (optim.depth_stages), 'cgar' for
+                               # the paper's three; evaluation always runs the full H_cycles x L_cycles
+supervision_decay = 1.0        # ACT step t's loss weighted decay**(t-1), the weights averaging 1 (paper: 0.7)
 # system
 device = "auto"                # 'auto' (cuda if present), 'cpu', 'cuda', 'cuda:1', ...
 dtype = "auto"                 # forward dtype: 'auto' (bfloat16 on CUDA, float32 on CPU), 'float32', 'bfloat16'
@@ -180,8 +184,13 @@ try:  # an impossible combination of settings (say, URM with mlp_t) is one line,
                                         num_puzzle_identifiers=meta.num_puzzle_identifiers, forward_dtype=rt.dtype)
     model = TRM(model_cfg).to(device)
     optimizers, base_lrs = make_optimizers(model, **config, world_size=world_size)
+    stages = depth_stages(depth_schedule, model_cfg.H_cycles, model_cfg.L_cycles)
+    if not 0 < supervision_decay <= 1:
+        raise ValueError(f"supervision_decay {supervision_decay} must be in (0, 1]")
 except ValueError as e:
     raise SystemExit(f"error: {e}")
+if supervision_decay != 1.0:
+    model.step_weights = supervision_weights(supervision_decay, model_cfg.halt_max_steps).to(device)
 for t in list(model.parameters()) + list(model.buffers()):  # every rank starts from rank 0's weights
     rt.broadcast(t.data)
 if init is not None:  # its weights; puzzle-table rows move with their puzzles' names, new puzzles get the mean
@@ -368,14 +377,17 @@ def save(metrics=None):
 
 
 def evaluate_and_save():
+    global outside_training
     t0 = time.time()
+    trained = t0 - t_start - outside_training  # this session's wall time in training steps so far
     results = evaluate()
     for set_name, m in results.items():
         log(f"eval step {step} [{set_name}] " + " ".join(f"{k} {v:.4f}" for k, v in m.items())
-            + f" ({time.time() - t0:.1f}s)" + eval_note)
+            + f" ({time.time() - t0:.1f}s; after {trained:.1f}s of training)" + eval_note)
     if master and wandb_log:
         wandb.log({f"eval/{s}/{k}": v for s, m in results.items() for k, v in m.items()}, step=step)
     save(results)
+    outside_training += time.time() - t0
     return results
 
 
@@ -420,6 +432,7 @@ if master:
 model.train()
 train_iter = train_data.iter_train()
 t_start, step_start = time.time(), step
+outside_training = 0.0  # seconds since t_start spent evaluating and writing evaluation checkpoints
 running = Running()
 evaluated_at = -1
 while step < last_step:
@@ -446,6 +459,11 @@ while step < last_step:
         for p in model.parameters():
             p.requires_grad_(not frozen)
         log(f"step {step}: " + ("only the puzzle table trains" if frozen else "every weight trains from here on"))
+    depth = depth_at(stages, step, total_steps)
+    if depth != model.train_depth:  # a stage of the depth curriculum begins (under compile: one recompile)
+        model.train_depth = depth
+        log(f"step {step}: training at depth H_cycles={depth[0]} L_cycles={depth[1]} (depth_schedule; evaluation "
+            f"at {model_cfg.H_cycles}x{model_cfg.L_cycles})")
     lrs = [lr_at(step, base, lr_warmup_steps, total_steps, lr_min_ratio) for base in base_lrs]
     for opt, lr_now in zip(optimizers, lrs):
         for group in opt.param_groups:

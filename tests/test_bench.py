@@ -112,3 +112,25 @@ def test_device_check_runs_every_test_that_needs_cuda():
         if re.search(r"skipif\(\s*not torch\.cuda\.is_available\(\)", text) or \
                 re.search(r"\[\"cuda\"\] if torch\.cuda\.is_available\(\)", text):
             assert f"tests/{name}" in files, f"tests/{name} needs CUDA but is not in bench.py's CUDA_TESTS"
+
+
+def test_time_to_accuracy_runs_every_variant_and_prints_the_table(tmp_path):
+    """--time_to_accuracy on the mini Sudoku, cut to 3 steps a run: every variant trains with its
+    settings (the logs show them), and the table has a row per variant with its seed count."""
+    out = tmp_path / "tta"
+    r = subprocess.run([sys.executable, "bench.py", "--time_to_accuracy=sudoku", "--tta_seeds=1", f"--tta_out={out}",
+                        "--tta_args=--max_steps=3 --global_batch_size=16 --eval_max_examples=16 --compile=False"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rows = {line.split()[0]: line.split() for line in r.stdout.splitlines()
+            if line.split() and line.split()[0] in ("baseline", "depth", "weight", "both")}
+    assert set(rows) == {"baseline", "depth", "weight", "both"}, r.stdout
+    for v, cells in rows.items():
+        assert cells[1] == "0/1" and cells[2] == "-" and cells[3] == "-", cells  # 95% is out of reach in 3 steps
+        assert 0 <= float(cells[4]) <= 1, cells  # the final exact accuracy
+        log = (out / "sudoku" / f"{v}-seed0.log").read_text()
+        assert ("training at depth H_cycles=1 L_cycles=1" in log) == (v in ("depth", "both")), (v, log)
+        assert ("supervision_decay = 0.7" in log) == (v in ("weight", "both")), (v, log)
+    r = subprocess.run([sys.executable, "bench.py", "--time_to_accuracy=chess"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 1 and "unknown time_to_accuracy task 'chess'" in r.stderr
