@@ -20,6 +20,7 @@ import prepare_sudoku
 TINY = ["--hidden_size=32", "--num_heads=2", "--L_layers=1", "--H_cycles=2", "--L_cycles=1", "--halt_max_steps=2",
         "--halt_exploration_prob=0.0", "--global_batch_size=16", "--epochs=4", "--eval_interval=2",
         "--puzzle_emb_ndim=16", "--puzzle_emb_len=2", "--compile=False", "--log_interval=1", "--ema_rate=0.9"]
+CGAR = ["--depth_schedule=0:1x1,0.1:2x1", "--supervision_decay=0.7"]  # train.py's CGAR settings, both on
 ENV = {**os.environ, "TRM_USE_EXT": "off", "OMP_NUM_THREADS": "1"}
 
 
@@ -63,9 +64,10 @@ def runs(sudoku, tmp_path_factory):
     common = [f"--data_dir={sudoku}", *TINY]
     runs = {"one": (1, []), "two": (2, []),
             "accum": (1, ["--grad_accum_steps=4"]),           # 4 micro-batches of 4 on one process
-            "two_accum": (2, ["--grad_accum_steps=2"])}       # 2 ranks x 2 micro-batches of 4
+            "two_accum": (2, ["--grad_accum_steps=2"]),       # 2 ranks x 2 micro-batches of 4
+            "cgar": (1, CGAR), "cgar_two_accum": (2, ["--grad_accum_steps=2", *CGAR])}
     out = {}
-    for pair in (("one", "two"), ("accum", "two_accum")):  # two at a time: the machine has at least 2 cores
+    for pair in (("one", "two"), ("accum", "two_accum"), ("cgar", "cgar_two_accum")):  # two at a time: >= 2 cores
         procs = {n: launch(runs[n][0], "train.py", *common, f"--out_dir={d}/{n}", "--max_steps=20", *runs[n][1])
                  for n in pair}
         for name, p in procs.items():
@@ -89,6 +91,18 @@ def test_gradient_accumulation_equals_the_whole_batch(runs):
         close(ck[name]["model"], ck["one"]["model"])
         close(ck[name]["ema"], ck["one"]["ema"])
         assert ck[name]["carry"]["steps"].shape[0] == 16  # the global batch's carry, as without accumulation
+
+
+def test_depth_curriculum_and_step_weighting_under_torchrun_and_accumulation(runs):
+    """With a depth change at step 6 and supervision weighting, 2 ranks x 2 micro-batches train
+    what 1 process trains (within 1e-5), and the settings did change the training."""
+    ck, out, _ = runs
+    for name in ("cgar", "cgar_two_accum"):
+        assert out[name].count("step 6: training at depth H_cycles=2 L_cycles=1") == 1, out[name]
+    close(ck["cgar_two_accum"]["model"], ck["cgar"]["model"])
+    close(ck["cgar_two_accum"]["ema"], ck["cgar"]["ema"])
+    diff = max(float((ck["cgar"]["model"][k] - ck["one"]["model"][k]).abs().max()) for k in ck["one"]["model"])
+    assert diff > 1e-3
 
 
 def test_two_ranks_equal_one(runs):
