@@ -94,11 +94,15 @@ def test_gradient_accumulation_equals_the_whole_batch(runs):
 
 
 def test_depth_curriculum_and_step_weighting_under_torchrun_and_accumulation(runs):
-    """With a depth change at step 6 and supervision weighting, 2 ranks x 2 micro-batches train
-    what 1 process trains (within 1e-5), and the settings did change the training."""
+    """With a depth change early in the 20 steps and supervision weighting, 2 ranks x 2
+    micro-batches train what 1 process trains (within 1e-5), and the settings did change the
+    training."""
     ck, out, _ = runs
+    total = int(out["cgar"].split(" steps in the schedule")[0].split()[-1])
+    change = next(s for s in range(1, total + 1) if (s - 1) / total >= 0.1)  # the second stage's first step
+    assert 1 < change < 20
     for name in ("cgar", "cgar_two_accum"):
-        assert out[name].count("step 6: training at depth H_cycles=2 L_cycles=1") == 1, out[name]
+        assert out[name].count(f"step {change}: training at depth H_cycles=2 L_cycles=1") == 1, out[name]
     close(ck["cgar_two_accum"]["model"], ck["cgar"]["model"])
     close(ck["cgar_two_accum"]["ema"], ck["cgar"]["ema"])
     diff = max(float((ck["cgar"]["model"][k] - ck["one"]["model"][k]).abs().max()) for k in ck["one"]["model"])
