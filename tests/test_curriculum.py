@@ -114,6 +114,7 @@ def test_weighted_loss_is_each_rows_loss_times_its_steps_weight(no_ACT_continue)
     if not no_ACT_continue:
         per_row = per_row + 0.5 * torch.nn.functional.binary_cross_entropy_with_logits(
             out["q_continue_logits"], out["target_q_continue"], reduction="none")
+    per_row = per_row.detach()
     assert float(plain.detach()) == pytest.approx(float(per_row.sum()), rel=1e-5)
     assert float(weighted.detach()) == pytest.approx(float((w * per_row).sum()), rel=1e-5)
     assert float(weighted.detach()) != pytest.approx(float(plain.detach()), rel=1e-3)
